@@ -1,0 +1,1 @@
+"""What the gateway and the worker both use: settings, the wire protocol, Redis keys, errors."""

@@ -1,0 +1,131 @@
+"""The one exception tree of chatgw, its stable wire error codes and its WebSocket close codes.
+
+Every error chatgw raises derives from :class:`ChatgwError`. Errors that reach a client carry a
+stable ``code`` (an :class:`ErrorCode`) that goes on the wire in an ``error`` frame or in a
+``run.failed`` event. Library errors (redis, pydantic, openai, ...) are translated into this tree
+where they enter our code. The tree is documented in docs/errors.md.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Codes that appear on the wire. Stable: never rename one, only add."""
+
+    # Frame-level: the socket stays open.
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    UNKNOWN_TYPE = "unknown_type"
+    CONTENT_TOO_LONG = "content_too_long"
+    # Authorisation and ownership.
+    UNAUTHORIZED = "unauthorized"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    RUN_NOT_FOUND = "run_not_found"
+    CONVERSATION_NOT_FOUND = "conversation_not_found"
+    CONVERSATION_BUSY = "conversation_busy"
+    # Service side.
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+    # Run failures (inside run.failed).
+    RUN_TIMEOUT = "run_timeout"
+    WORKER_LOST = "worker_lost"
+    AGENT_ERROR = "agent_error"
+    LLM_UNAUTHORIZED = "llm_unauthorized"
+    LLM_RATE_LIMITED = "llm_rate_limited"
+    LLM_UNAVAILABLE = "llm_unavailable"
+    LLM_TIMEOUT = "llm_timeout"
+    LLM_BAD_RESPONSE = "llm_bad_response"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes chatgw uses (documented in docs/protocol.md)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009  # a frame over CHATGW_MAX_FRAME_BYTES
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # gateway draining: reconnect (to any replica) and resume
+    TRY_AGAIN_LATER = 1013  # dependency (Redis) unavailable: reconnect with backoff
+    UNAUTHORIZED = 4001  # bad or missing token
+    AUTH_TIMEOUT = 4002  # no auth frame within CHATGW_AUTH_TIMEOUT_S
+    SLOW_CONSUMER = 4008  # outbound queue overflowed: reconnect and resume, nothing is lost
+
+
+class ChatgwError(Exception):
+    """Root of every chatgw error."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(ChatgwError):
+    """Settings are missing or invalid; raised at process start, never mid-run."""
+
+
+class ProtocolError(ChatgwError):
+    """A client frame that cannot be accepted. The socket stays open."""
+
+    code = ErrorCode.BAD_FRAME
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, ref: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.ref = ref  # the client's ``id`` when it could be read, echoed in the error frame
+
+
+class BadJson(ProtocolError):
+    code = ErrorCode.BAD_JSON
+
+
+class BadFrame(ProtocolError):
+    code = ErrorCode.BAD_FRAME
+
+
+class UnknownType(ProtocolError):
+    code = ErrorCode.UNKNOWN_TYPE
+
+
+class ContentTooLong(ProtocolError):
+    code = ErrorCode.CONTENT_TOO_LONG
+
+
+class AuthError(ChatgwError):
+    """A token was missing, malformed or refused."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
+class RunError(ChatgwError):
+    """A request about a run or conversation that cannot be served."""
+
+
+class RunNotFound(RunError):
+    """Unknown, expired, or another user's run: indistinguishable on purpose."""
+
+    code = ErrorCode.RUN_NOT_FOUND
+
+
+class ConversationNotFound(RunError):
+    code = ErrorCode.CONVERSATION_NOT_FOUND
+
+
+class ConversationBusy(RunError):
+    code = ErrorCode.CONVERSATION_BUSY
+
+
+class StoreUnavailable(ChatgwError):
+    """Redis could not be reached (translated from redis.exceptions.ConnectionError/TimeoutError)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class AgentError(ChatgwError):
+    """The agent failed while producing an answer; ``code`` says why (llm_* or agent_error)."""
+
+    code = ErrorCode.AGENT_ERROR

@@ -1,0 +1,60 @@
+"""Every Redis key and channel chatgw uses, built from one configurable prefix.
+
+Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX``):
+
+| key | type | what |
+|---|---|---|
+| ``P:run:{run_id}`` | hash | run metadata: user, conversation_id, status, seq, attempt, content, ... |
+| ``P:run:{run_id}:log`` | stream | the run's events; entry id ``{seq}-0``, field ``e`` = the event JSON |
+| ``P:run:{run_id}:events`` | pub/sub channel | live copy of every event appended to the log |
+| ``P:conv:{conversation_id}`` | hash | conversation owner and its active run |
+| ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
+| ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
+| ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
+
+The log and metadata of a finished run expire ``CHATGW_RUN_RETENTION_S`` after its terminal event;
+a run in flight has no TTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def run_log(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:log"
+
+    def run_channel(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}:events"
+
+    def run_id_from_channel(self, channel: str) -> str:
+        head = f"{self.prefix}:run:"
+        tail = ":events"
+        return channel[len(head) : -len(tail)]
+
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self.prefix}:conv:{conversation_id}"
+
+    def control_channel(self) -> str:
+        return f"{self.prefix}:control"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:workers:{worker_id}"
+
+    def workers_pattern(self) -> str:
+        return f"{self.prefix}:workers:*"
+
+    def dramatiq_namespace(self) -> str:
+        return f"{self.prefix}:dramatiq"
+
+
+# Dramatiq names shared by the gateway (which enqueues) and the worker (which consumes).
+RUN_QUEUE = "chat-runs"
+RUN_ACTOR = "run_chat"
