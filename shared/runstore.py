@@ -27,15 +27,20 @@ T = TypeVar("T")
 # Shared by every script that may append: KEYS = meta, log, channel, conversation.
 # Returns the new seq, or a negative refusal: -1 unknown run, -2 already terminal, -3 stale attempt.
 _APPEND_FN = """
-local function append(meta, log, channel, conv, run_id, attempt, body, terminal_status, retention, now)
+local function append(meta, log, channel, conv, run_id, attempt, body, terminal_status, retention, now, eid)
   local status = redis.call('HGET', meta, 'status')
   if not status then return -1 end
+  -- A retried call whose first try did run (the reply was lost) must not append twice.
+  if eid ~= '' and redis.call('HGET', meta, 'last_eid') == eid then
+    return tonumber(redis.call('HGET', meta, 'seq'))
+  end
   if status == 'completed' or status == 'stopped' or status == 'failed' then return -2 end
   if tonumber(redis.call('HGET', meta, 'attempt')) ~= tonumber(attempt) then return -3 end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local payload = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
   redis.call('XADD', log, seq .. '-0', 'e', payload)
   redis.call('PUBLISH', channel, payload)
+  if eid ~= '' then redis.call('HSET', meta, 'last_eid', eid) end
   if terminal_status ~= '' then
     redis.call('HSET', meta, 'status', terminal_status, 'ended_at', now)
     redis.call('EXPIRE', meta, retention)
@@ -48,11 +53,11 @@ local function append(meta, log, channel, conv, run_id, attempt, body, terminal_
 end
 """
 
-# KEYS: meta, log, channel, conv. ARGV: run_id, attempt, body, terminal_status, retention, now
+# KEYS: meta, log, channel, conv. ARGV: run_id, attempt, body, terminal_status, retention, now, eid
 APPEND_SCRIPT = (
     _APPEND_FN
     + """
-return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
@@ -93,7 +98,7 @@ if f[1] == 'completed' or f[1] == 'stopped' or f[1] == 'failed' then return f[1]
 redis.call('HSET', KEYS[1], 'stop_requested', '1')
 if f[1] == 'queued' then
   -- Nobody runs it yet: end it here and now; a worker that picks the message up later skips it.
-  append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f[3], ARGV[3], 'stopped', ARGV[4], ARGV[5])
+  append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f[3], ARGV[3], 'stopped', ARGV[4], ARGV[5], '')
   return 'stopped'
 end
 redis.call('PUBLISH', KEYS[5], ARGV[1])
@@ -197,16 +202,26 @@ class RunStore:
 
     @_translate
     async def append(
-        self, run_id: str, conversation_id: str, attempt: int, event_type: str, fields: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        conversation_id: str,
+        attempt: int,
+        event_type: str,
+        fields: dict[str, Any] | None = None,
+        *,
+        event_id: str = "",
     ) -> int:
-        """Append one event to the run's log and publish it; return its seq or raise AppendRefused."""
+        """Append one event to the run's log and publish it; return its seq or raise AppendRefused.
+
+        ``event_id`` makes a retried call idempotent: the same id twice in a row appends once.
+        """
         now = time.time()
         body = event_body(event_type, run_id, conversation_id, now, **(fields or {}))
         k = self.keys
         seq = int(
             await self._append(
                 keys=[k.run(run_id), k.run_log(run_id), k.run_channel(run_id), k.conversation(conversation_id)],
-                args=[run_id, attempt, body, EVENT_STATUS.get(event_type, ""), self.retention_s, repr(now)],
+                args=[run_id, attempt, body, EVENT_STATUS.get(event_type, ""), self.retention_s, repr(now), event_id],
             )
         )
         if seq < 0:

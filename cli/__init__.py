@@ -1,0 +1,1 @@
+"""The `chatgw` command line."""

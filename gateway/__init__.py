@@ -1,0 +1,1 @@
+"""The chatgw gateway: holds client WebSockets and relays run events from Redis."""

@@ -1,0 +1,94 @@
+"""A socket following one run: replays the log after a seq, then relays live events, no gap, no dup.
+
+Algorithm: subscribe first (through the hub), and on every subscription confirmation read the log
+after the last seq sent; live events that arrive meanwhile wait in the cursor. A hole in the live
+stream (pub/sub dropped a message) triggers another log read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.cursor import RunCursor
+from shared.errors import StoreUnavailable
+from shared.protocol import TERMINAL_EVENT_TYPES, peek_event
+from shared.runstore import RunStore
+
+log = logging.getLogger(__name__)
+
+
+class Follower:
+    def __init__(
+        self,
+        run_id: str,
+        after_seq: int,
+        *,
+        store: RunStore,
+        send: Callable[[str], None],
+        on_finished: Callable[[Follower], None],
+    ) -> None:
+        self.run_id = run_id
+        self.cursor = RunCursor(last_seq=after_seq)
+        self._store = store
+        self._send = send
+        self._on_finished = on_finished
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self._closed = False
+
+    # -- HubListener
+
+    def on_event(self, seq: int, raw: str, terminal: bool) -> None:
+        if self._closed:
+            return
+        frames, need_log = self.cursor.on_live(seq, raw, terminal)
+        self._emit(frames)
+        if need_log:
+            self._request_log_read()
+
+    def on_subscribed(self) -> None:
+        if not self._closed:
+            self._request_log_read()
+
+    # --
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def _emit(self, frames: list[str]) -> None:
+        for frame in frames:
+            self._send(frame)
+        if self.cursor.finished and not self._closed:
+            self._closed = True
+            self._on_finished(self)
+
+    def _request_log_read(self) -> None:
+        self.cursor.syncing = True
+        if self._task is not None and not self._task.done():
+            self._again = True  # the read under way may have started before this confirmation
+            return
+        self._task = asyncio.create_task(self._read_log(), name=f"follow-{self.run_id}")
+
+    async def _read_log(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            self._again = False
+            try:
+                entries = await self._store.read_log(self.run_id, self.cursor.last_seq)
+            except StoreUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            decorated = []
+            for seq, raw in entries:
+                _, event_type = peek_event(raw)
+                decorated.append((seq, raw, event_type in TERMINAL_EVENT_TYPES))
+            frames, read_again = self.cursor.on_log(decorated)
+            self._emit(frames)
+            if self._closed or not (read_again or self._again):
+                return
+            self.cursor.syncing = True

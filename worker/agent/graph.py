@@ -1,0 +1,122 @@
+"""The agent graph (START → retrieve → generate → END) and :func:`stream_agent`, which runs it and
+hands the worker sources first, then tokens as the model produces them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Annotated, Any, Required, TypeAlias, TypedDict, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Checkpointer
+
+from shared.protocol import Source
+from worker.agent.offline import format_context
+from worker.agent.retrieval import Retriever
+
+RETRIEVE = "retrieve"
+GENERATE = "generate"
+MAX_HISTORY_MESSAGES = 20  # earlier turns a checkpointed conversation feeds back to the model
+
+SYSTEM_PROMPT = (
+    "You are chatgw's assistant. Answer the user's question from the context below and say so when "
+    "it does not contain the answer. Each context line is: id<TAB>title<TAB>snippet."
+)
+
+
+class AgentState(TypedDict, total=False):
+    question: Required[str]
+    sources: list[dict[str, str]]  # Source.model_dump(): plain data, so any checkpointer can store it
+    answer: str
+    # Past turns; only grows across runs when the graph has a checkpointer and a thread_id.
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+AgentGraph: TypeAlias = CompiledStateGraph[AgentState, None, AgentState, AgentState]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    content: str
+    usage: dict[str, int] | None = None  # prompt_tokens / completion_tokens, when the model reports them
+    truncated: bool = False  # the model stopped at its token limit
+
+
+def build_messages(
+    question: str, sources: Sequence[Source], history: Sequence[BaseMessage] | None = None
+) -> list[BaseMessage]:
+    """System prompt with the context block, earlier turns, then the question (last, as models expect)."""
+    system = SystemMessage(content=f"{SYSTEM_PROMPT}\n{format_context(sources)}")
+    return [system, *(history or ()), HumanMessage(content=question)]
+
+
+def build_graph(
+    llm: BaseChatModel, retriever: Retriever, k: int = 3, checkpointer: Checkpointer = None
+) -> AgentGraph:
+    async def retrieve(state: AgentState) -> dict[str, Any]:
+        sources = await retriever.retrieve(state["question"], k)
+        return {"sources": [s.model_dump() for s in sources]}
+
+    async def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        sources = [Source.model_validate(s) for s in state.get("sources", [])]
+        history = state.get("messages", [])[-MAX_HISTORY_MESSAGES:]
+        # Passing config on keeps the callbacks that feed stream_mode="messages" attached to the model.
+        reply = await llm.ainvoke(build_messages(state["question"], sources, history), config)
+        return {"answer": reply.text, "messages": [HumanMessage(content=state["question"]), reply]}
+
+    builder = StateGraph(AgentState)
+    builder.add_node(RETRIEVE, retrieve)
+    builder.add_node(GENERATE, generate)
+    builder.add_edge(START, RETRIEVE)
+    builder.add_edge(RETRIEVE, GENERATE)
+    builder.add_edge(GENERATE, END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+async def stream_agent(
+    graph: AgentGraph,
+    question: str,
+    *,
+    on_sources: Callable[[list[Source]], Awaitable[None]],
+    on_token: Callable[[str], Awaitable[None]],
+    config: RunnableConfig | None = None,
+) -> AgentResult:
+    """Run the graph once: ``on_sources`` (always, possibly with []) before the first ``on_token``.
+
+    Cancelling the caller's task cancels the model mid-stream; CancelledError propagates.
+    """
+    parts: list[str] = []
+    usage: UsageMetadata | None = None
+    truncated = False
+    stream = graph.astream({"question": question}, config=config, stream_mode=["messages", "updates"])
+    # aclosing: if we are cancelled inside a callback, the graph's tasks are still torn down now, not at GC.
+    async with aclosing(cast(AsyncGenerator[tuple[str, Any], None], stream)) as parts_stream:
+        async for mode, data in parts_stream:
+            if mode == "updates":
+                update = data.get(RETRIEVE)
+                if update is not None:
+                    await on_sources([Source.model_validate(s) for s in update.get("sources", [])])
+                continue
+            message, metadata = data
+            if not isinstance(message, AIMessageChunk) or metadata.get("langgraph_node") != GENERATE:
+                continue
+            if message.usage_metadata:
+                usage = add_usage(usage, message.usage_metadata)
+            if message.response_metadata.get("finish_reason") == "length":
+                truncated = True
+            if text := message.text:
+                parts.append(text)
+                await on_token(text)
+    reported = (
+        {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"]}
+        if usage
+        else None
+    )
+    return AgentResult(content="".join(parts), usage=reported, truncated=truncated)

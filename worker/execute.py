@@ -1,0 +1,96 @@
+"""Runs one chat run end to end: claim it, stream the agent, and write exactly one terminal event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from shared.errors import AgentError, ErrorCode, StoreUnavailable
+from shared.protocol import Source
+from worker.agent.graph import stream_agent
+from worker.emitter import RunEmitter, RunLost
+from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def _failure(code: str, message: str) -> tuple[str, dict[str, Any]]:
+    return "run.failed", {"error": {"code": code, "message": message}}
+
+
+def describe_failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    """Map an agent exception to a run.failed event without leaking internals to the client."""
+    if isinstance(exc, AgentError):
+        return _failure(exc.code, exc.message)
+    return _failure(ErrorCode.AGENT_ERROR, "the agent failed while answering")
+
+
+async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
+    claim = await rt.store.claim(run_id, rt.worker_id)
+    if claim is None:
+        # Stopped while queued, already finished, or taken by another worker: nothing to do.
+        log.info("run %s is not queued; skipping", run_id)
+        return
+    emitter = RunEmitter(rt.store, claim)
+    tokens: list[str] = []
+
+    async def on_sources(sources: list[Source]) -> None:
+        await emitter.emit("retrieval", {"sources": [s.model_dump() for s in sources]})
+
+    async def on_token(text: str) -> None:
+        tokens.append(text)
+        await emitter.emit("token", {"text": text})
+
+    try:
+        await emitter.emit("run.started", {"attempt": claim.attempt})
+    except RunLost:
+        return
+    agent = asyncio.create_task(
+        stream_agent(
+            rt.graph,
+            claim.content,
+            on_sources=on_sources,
+            on_token=on_token,
+            config={"configurable": {"thread_id": claim.conversation_id}},
+        ),
+        name=f"agent-{run_id}",
+    )
+    rt.active[run_id] = agent
+    try:
+        # A stop that landed between the claim and the registration above is only in the flag.
+        if await rt.store.stop_requested(run_id):
+            agent.cancel()
+        done, _ = await asyncio.wait({agent}, timeout=rt.settings.run_timeout_s)
+        if not done:
+            agent.cancel()
+            await asyncio.wait({agent})
+            terminal = _failure(ErrorCode.RUN_TIMEOUT, f"the run exceeded {rt.settings.run_timeout_s:g} s")
+        elif agent.cancelled():
+            terminal = ("run.stopped", {"content": "".join(tokens)})
+        elif (exc := agent.exception()) is not None:
+            if isinstance(exc, RunLost):
+                log.warning("run %s: %s; this attempt stops writing", run_id, exc)
+                return
+            if not isinstance(exc, AgentError):
+                log.error("run %s: agent failed", run_id, exc_info=exc)
+            terminal = describe_failure(exc)
+        else:
+            result = agent.result()
+            fields: dict[str, Any] = {"content": "".join(tokens)}
+            if result.usage:
+                fields["usage"] = result.usage
+            terminal = ("run.completed", fields)
+    except asyncio.CancelledError:
+        # The worker itself is shutting down or hit Dramatiq's time limit.
+        agent.cancel()
+        raise
+    finally:
+        rt.active.pop(run_id, None)
+    try:
+        await emitter.emit(*terminal)
+    except RunLost as exc:
+        log.warning("run %s: terminal event refused (%s)", run_id, exc)
+    except StoreUnavailable:
+        log.error("run %s: could not write its terminal event; Redis unreachable", run_id)
+        raise

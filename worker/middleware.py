@@ -1,0 +1,46 @@
+"""Dramatiq middleware that owns the worker's resources for the life of the worker process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+
+from shared.settings import Settings
+from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+class RuntimeMiddleware(dramatiq.Middleware):  # type: ignore[misc]
+    """Builds the WorkerRuntime on the AsyncIO middleware's event loop at boot; closes it at shutdown.
+
+    Must come *before* ``dramatiq.middleware.AsyncIO`` in the broker's middleware list: the runtime is
+    built in ``after_worker_boot`` (the loop exists by then) and closed in ``after_worker_shutdown``,
+    which must run before AsyncIO's stops the loop — and in-flight runs have finished by then.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: WorkerRuntime | None = None
+
+    @property
+    def runtime(self) -> WorkerRuntime:
+        if self._runtime is None:
+            raise RuntimeError("the worker runtime is used before worker boot")
+        return self._runtime
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is None:
+            raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
+        self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings))
+        log.info("worker %s ready (concurrency %d)", self._runtime.worker_id, self.settings.worker_concurrency)
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        loop_thread = get_event_loop_thread()
+        if self._runtime is not None and loop_thread is not None:
+            loop_thread.run_coroutine(self._runtime.close())
+            self._runtime = None

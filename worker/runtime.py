@@ -1,0 +1,116 @@
+"""Everything a worker process holds for its runs, created at worker boot (never at import)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.keys import Keys
+from shared.runstore import RunStore
+from shared.settings import Settings
+from worker.agent.graph import build_graph
+from worker.agent.offline import OfflineChatModel
+from worker.agent.retrieval import NullRetriever, Retriever
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_S = 10
+
+
+def build_llm(settings: Settings) -> BaseChatModel:
+    return OfflineChatModel(
+        token_delay_s=settings.offline_token_delay_ms / 1000.0, max_tokens=settings.offline_max_tokens
+    )
+
+
+def build_retriever(settings: Settings) -> Retriever:
+    return NullRetriever()
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    keys: Keys
+    redis: Redis
+    store: RunStore
+    graph: Any
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def create(cls, settings: Settings) -> WorkerRuntime:
+        keys = Keys(settings.key_prefix)
+        redis = Redis.from_url(settings.require_redis_url, decode_responses=True, health_check_interval=10)
+        store = RunStore(
+            redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
+        )
+        graph = build_graph(build_llm(settings), build_retriever(settings))
+        runtime = cls(settings=settings, keys=keys, redis=redis, store=store, graph=graph)
+        runtime._background = [
+            asyncio.create_task(runtime._listen_for_stops(), name="stop-listener"),
+            asyncio.create_task(runtime._heartbeat(), name="heartbeat"),
+        ]
+        return runtime
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.keys.worker(self.worker_id))
+        await self.redis.aclose()
+
+    def cancel_run(self, run_id: str) -> bool:
+        task = self.active.get(run_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    async def _listen_for_stops(self) -> None:
+        """One pub/sub connection per worker process for stop requests (payload: run_id)."""
+        delay = 0.05
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.control_channel())
+                delay = 0.05
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        if self.cancel_run(str(message["data"])):
+                            log.info("stop requested: cancelled run %s", message["data"])
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("stop listener lost Redis (%s); reconnecting", exc)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                # Stops published while we were away are still recorded on the run: check them.
+                await self._recheck_stop_flags()
+
+    async def _recheck_stop_flags(self) -> None:
+        for run_id in list(self.active):
+            with contextlib.suppress(Exception):
+                if await self.store.stop_requested(run_id):
+                    self.cancel_run(run_id)
+
+    async def _heartbeat(self) -> None:
+        key = self.keys.worker(self.worker_id)
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.set(key, str(len(self.active)), ex=HEARTBEAT_TTL_S)
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
