@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.integration.stack import Stack
+
+
+@pytest.fixture
+def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A fresh key prefix with one worker and one gateway already up."""
+    s = Stack(redis_url, tmp_path)
+    s.start_worker()
+    s.start_gateway()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def bare_stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    """A fresh key prefix with no processes: the test starts what it needs."""
+    s = Stack(redis_url, tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -1,0 +1,139 @@
+"""Real chatgw processes for integration tests: workers and gateways on unused ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from cli.embedded_redis import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> None:
+    """Poll a condition until it holds; fail with ``what`` when it does not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+class Proc:
+    def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
+        self.role = role
+        self.env = env
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", role], env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+        self.popen.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Gateway(Proc):
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = int(env["CHATGW_PORT"])
+        super().__init__("gateway", env, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http}/readyz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+class Stack:
+    """A key prefix of its own, plus the gateways and workers a test asks for."""
+
+    def __init__(self, redis_url: str, log_dir: Path, **settings: str) -> None:
+        self.redis_url = redis_url
+        self.prefix = f"t{uuid.uuid4().hex[:10]}"
+        self.log_dir = log_dir
+        self.settings = settings
+        self.gateways: list[Gateway] = []
+        self.workers: list[Proc] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATGW_")}
+        env.update(
+            {
+                "CHATGW_REDIS_URL": self.redis_url,
+                "CHATGW_KEY_PREFIX": self.prefix,
+                "CHATGW_OFFLINE_TOKEN_DELAY_MS": "5",
+                "CHATGW_LOG_LEVEL": "info",
+                "PYTHONPATH": str(ROOT),
+                **self.settings,
+                **extra,
+            }
+        )
+        return env
+
+    def start_worker(self, wait: bool = True, **extra: str) -> Proc:
+        index = len(self.workers)
+        worker = Proc("worker", self.env(**extra), self.log_dir / f"worker-{index}.log")
+        self.workers.append(worker)
+        if wait:
+            wait_for(lambda: "ready (concurrency" in worker.output() or not worker.alive(), what="worker boot")
+            assert worker.alive(), worker.output()
+        return worker
+
+    def start_gateway(self, wait: bool = True, port: int | None = None, **extra: str) -> Gateway:
+        index = len(self.gateways)
+        gateway = Gateway(
+            self.env(CHATGW_PORT=str(port or free_port()), **extra), self.log_dir / f"gateway-{index}.log"
+        )
+        self.gateways.append(gateway)
+        if wait:
+            wait_for(lambda: gateway.ready() or not gateway.alive(), what="gateway ready")
+            assert gateway.alive(), gateway.output()
+        return gateway
+
+    def stop(self) -> None:
+        for proc in [*self.gateways, *self.workers]:
+            proc.stop()
