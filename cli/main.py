@@ -19,9 +19,9 @@ def _setup_logging(settings: Settings) -> None:
 
 
 def cmd_gateway(settings: Settings) -> int:
-    import uvicorn  # noqa: PLC0415 - heavy import, only for this command
+    import uvicorn
 
-    from gateway.app import create_app  # noqa: PLC0415
+    from gateway.app import create_app
 
     settings.require_redis_url  # noqa: B018 - fail fast with a clear message
     uvicorn.run(
@@ -40,7 +40,7 @@ def cmd_gateway(settings: Settings) -> int:
 
 
 def cmd_worker(settings: Settings) -> int:
-    from worker.main import run_worker  # noqa: PLC0415
+    from worker.main import run_worker
 
     settings.require_redis_url  # noqa: B018
     run_worker(settings)
@@ -48,7 +48,7 @@ def cmd_worker(settings: Settings) -> int:
 
 
 def cmd_dev(settings: Settings) -> int:
-    from cli.dev import run_dev  # noqa: PLC0415
+    from cli.dev import run_dev
 
     return run_dev(settings)
 

@@ -101,7 +101,9 @@ class ChatgwConnection:
     async def reply(self, timeout: float = 10.0) -> dict[str, Any]:
         return await asyncio.wait_for(self.replies.get(), timeout)
 
-    async def chat(self, content: str, conversation_id: str | None = None, ref: str | None = None) -> dict[str, Any]:
+    async def chat(
+        self, content: str, conversation_id: str | None = None, ref: str | None = None
+    ) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": "chat", "content": content}
         if conversation_id:
             frame["conversation_id"] = conversation_id
@@ -135,6 +137,8 @@ class ChatgwConnection:
         while transcript.terminal is None and (until_seq is None or transcript.last_seq < until_seq):
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"run {run_id}: no terminal event after {timeout} s ({transcript.seqs[-5:]})")
+                raise TimeoutError(
+                    f"run {run_id}: no terminal event after {timeout} s ({transcript.seqs[-5:]})"
+                )
             transcript.events.append(await self.next_event(run_id, remaining))
         return transcript

@@ -71,7 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             redis_ok = False
         ready = redis_ok and ctx.hub.connected
-        body = {"ready": ready, "redis": redis_ok, "pubsub": ctx.hub.connected, "sockets": len(app.state.sockets)}
+        body = {
+            "ready": ready,
+            "redis": redis_ok,
+            "pubsub": ctx.hub.connected,
+            "sockets": len(app.state.sockets),
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.websocket("/ws")

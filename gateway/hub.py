@@ -64,7 +64,7 @@ class PubSubHub:
                 await self._reader
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def subscribe(self, run_id: str, listener: HubListener) -> None:
         listeners = self._listeners.setdefault(run_id, set())

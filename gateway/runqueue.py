@@ -17,7 +17,7 @@ class RunQueue:
         self._broker = broker
 
     async def enqueue(self, run_id: str) -> None:
-        message = dramatiq.Message(
+        message: dramatiq.Message[None] = dramatiq.Message(
             queue_name=RUN_QUEUE, actor_name=RUN_ACTOR, args=(run_id,), kwargs={}, options={}
         )
         try:

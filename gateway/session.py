@@ -7,6 +7,7 @@ only shuttles frames between the WebSocket and this object.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class Session:
             if isinstance(frame, AuthFrame):
                 self._authenticate(frame.token)
             else:
-                self._refuse("authenticate first: send {\"type\":\"auth\",\"token\":...}")
+                self._refuse('authenticate first: send {"type":"auth","token":...}')
             return
         ref = getattr(frame, "id", None)
         try:
@@ -114,7 +115,9 @@ class Session:
                     error_frame(ErrorCode.ALREADY_AUTHENTICATED, "this socket is already authenticated")
                 )
         except RunError as exc:
-            self.outbox.put(error_frame(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None)))
+            self.outbox.put(
+                error_frame(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None))
+            )
         except StoreUnavailable:
             log.warning("Redis unavailable while handling %s", frame.type)
             self.outbox.put(
@@ -163,7 +166,7 @@ class Session:
             await ctx.runs.enqueue(run_id)
         except StoreUnavailable as exc:
             # The run exists but no worker will ever see it: end it visibly rather than leave it queued.
-            try:
+            with contextlib.suppress(StoreUnavailable, AppendRefused):
                 await ctx.store.append(
                     run_id,
                     conversation_id,
@@ -171,8 +174,6 @@ class Session:
                     "run.failed",
                     {"error": {"code": ErrorCode.UNAVAILABLE, "message": "could not queue the run; retry"}},
                 )
-            except (StoreUnavailable, AppendRefused):
-                pass
             raise exc
 
     async def _stop(self, frame: StopFrame) -> None:

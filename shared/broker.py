@@ -12,7 +12,7 @@ from shared.settings import Settings
 
 
 def make_broker(settings: Settings, *, middleware: Sequence[Any] | None = None) -> RedisBroker:
-    return RedisBroker(
+    return RedisBroker(  # type: ignore[no-untyped-call]
         url=settings.require_redis_url,
         namespace=Keys(settings.key_prefix).dramatiq_namespace(),
         middleware=list(middleware) if middleware is not None else [],

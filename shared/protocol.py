@@ -176,7 +176,11 @@ RunEvent: TypeAlias = Annotated[
     RunStarted | Retrieval | TokenEvent | RunCompleted | RunStopped | RunFailed, Field(discriminator="type")
 ]
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"run.completed", "run.stopped", "run.failed"})
-EVENT_STATUS: dict[str, str] = {"run.completed": "completed", "run.stopped": "stopped", "run.failed": "failed"}
+EVENT_STATUS: dict[str, str] = {
+    "run.completed": "completed",
+    "run.stopped": "stopped",
+    "run.failed": "failed",
+}
 
 ServerFrame: TypeAlias = Annotated[
     RunAccepted
@@ -231,7 +235,11 @@ def parse_client_frame(data: str | bytes, *, max_content_chars: int | None = Non
         frame = _client_adapter.validate_python(raw)
     except ValidationError as exc:
         raise BadFrame(_describe(exc), ref=ref) from None
-    if max_content_chars is not None and isinstance(frame, ChatFrame) and len(frame.content) > max_content_chars:
+    if (
+        max_content_chars is not None
+        and isinstance(frame, ChatFrame)
+        and len(frame.content) > max_content_chars
+    ):
         raise ContentTooLong(
             f"content is {len(frame.content)} characters; the limit is {max_content_chars}", ref=ref
         )

@@ -57,7 +57,8 @@ end
 APPEND_SCRIPT = (
     _APPEND_FN
     + """
-return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
@@ -220,8 +221,21 @@ class RunStore:
         k = self.keys
         seq = int(
             await self._append(
-                keys=[k.run(run_id), k.run_log(run_id), k.run_channel(run_id), k.conversation(conversation_id)],
-                args=[run_id, attempt, body, EVENT_STATUS.get(event_type, ""), self.retention_s, repr(now), event_id],
+                keys=[
+                    k.run(run_id),
+                    k.run_log(run_id),
+                    k.run_channel(run_id),
+                    k.conversation(conversation_id),
+                ],
+                args=[
+                    run_id,
+                    attempt,
+                    body,
+                    EVENT_STATUS.get(event_type, ""),
+                    self.retention_s,
+                    repr(now),
+                    event_id,
+                ],
             )
         )
         if seq < 0:
@@ -254,8 +268,9 @@ class RunStore:
 
     @_translate
     async def get_meta(self, run_id: str) -> RunMeta | None:
-        fields = await self.redis.hgetall(self.keys.run(run_id))
-        if not fields or "status" not in fields:
+        raw = await self.redis.hgetall(self.keys.run(run_id))
+        fields = {str(k): str(v) for k, v in (raw or {}).items()}
+        if "status" not in fields:
             return None
         return RunMeta(
             run_id=run_id,
@@ -270,8 +285,13 @@ class RunStore:
     @_translate
     async def read_log(self, run_id: str, after_seq: int, count: int | None = None) -> list[tuple[int, str]]:
         """Events with seq > after_seq, in order, as (seq, raw JSON)."""
-        entries = await self.redis.xrange(self.keys.run_log(run_id), min=f"{after_seq + 1}-0", max="+", count=count)
-        return [(int(entry_id.split("-", 1)[0]), fields["e"]) for entry_id, fields in entries]
+        entries = await self.redis.xrange(
+            self.keys.run_log(run_id), min=f"{after_seq + 1}-0", max="+", count=count
+        )
+        out: list[tuple[int, str]] = []
+        for entry_id, fields in entries or []:
+            out.append((int(str(entry_id).split("-", 1)[0]), str((fields or {})["e"])))
+        return out
 
     @_translate
     async def stop_requested(self, run_id: str) -> bool:

@@ -69,7 +69,6 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-
     @property
     def require_redis_url(self) -> str:
         if self.redis_url is None:

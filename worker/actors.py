@@ -16,8 +16,7 @@ def declare_actors(broker: Any, runtime: RuntimeMiddleware, settings: Settings) 
     async def run_chat(run_id: str) -> None:
         await execute_run(runtime.runtime, run_id)
 
-    dramatiq.actor(
-        run_chat,
+    declare = dramatiq.actor(
         broker=broker,
         actor_name=RUN_ACTOR,
         queue_name=RUN_QUEUE,
@@ -27,3 +26,4 @@ def declare_actors(broker: Any, runtime: RuntimeMiddleware, settings: Settings) 
         # Our own timeout ends the run with run.failed; Dramatiq's limit is only a backstop.
         time_limit=int((settings.run_timeout_s + 30) * 1000),
     )
+    declare(run_chat)

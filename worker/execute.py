@@ -80,6 +80,8 @@ async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
             fields: dict[str, Any] = {"content": "".join(tokens)}
             if result.usage:
                 fields["usage"] = result.usage
+            if result.truncated:
+                fields["truncated"] = True
             terminal = ("run.completed", fields)
     except asyncio.CancelledError:
         # The worker itself is shutting down or hit Dramatiq's time limit.

@@ -14,7 +14,7 @@ from worker.runtime import WorkerRuntime
 log = logging.getLogger(__name__)
 
 
-class RuntimeMiddleware(dramatiq.Middleware):  # type: ignore[misc]
+class RuntimeMiddleware(dramatiq.Middleware):
     """Builds the WorkerRuntime on the AsyncIO middleware's event loop at boot; closes it at shutdown.
 
     Must come *before* ``dramatiq.middleware.AsyncIO`` in the broker's middleware list: the runtime is
@@ -37,7 +37,9 @@ class RuntimeMiddleware(dramatiq.Middleware):  # type: ignore[misc]
         if loop_thread is None:
             raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
         self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings))
-        log.info("worker %s ready (concurrency %d)", self._runtime.worker_id, self.settings.worker_concurrency)
+        log.info(
+            "worker %s ready (concurrency %d)", self._runtime.worker_id, self.settings.worker_concurrency
+        )
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         loop_thread = get_event_loop_thread()

@@ -87,16 +87,17 @@ class WorkerRuntime:
                 delay = 0.05
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
-                        if self.cancel_run(str(message["data"])):
-                            log.info("stop requested: cancelled run %s", message["data"])
+                    if message is None or message["type"] != "message":
+                        continue
+                    if self.cancel_run(str(message["data"])):
+                        log.info("stop requested: cancelled run %s", message["data"])
             except asyncio.CancelledError:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("stop listener lost Redis (%s); reconnecting", exc)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 # Stops published while we were away are still recorded on the run: check them.
