@@ -7,9 +7,10 @@ environment at import time. Invalid values fail at start with a message naming t
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -29,27 +30,79 @@ class Settings(BaseSettings):
     # Gateway.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    auth: Literal["dev"] = "dev"
+    auth: Literal["dev", "jwt"] = "dev"
     auth_timeout_s: float = Field(5.0, gt=0, le=300)
+    # Dev tokens name any user: refuse them on a non-loopback address unless this is set too.
+    dev_auth_allow_nonlocal: bool = False
+    jwt_secret: SecretStr | None = Field(None, description="HS256 shared secret.")
+    jwt_public_key_file: Path | None = Field(None, description="PEM public key for RS256/ES256.")
+    jwt_jwks_file: Path | None = Field(None, description="A local JWKS file (RS256/ES256).")
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # Browser Origins allowed to open /ws. Requests without Origin (non-browser clients) are allowed.
+    allowed_origins: list[str] = Field(default_factory=list)
     max_frame_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_content_chars: int = Field(16_000, ge=1, le=1_000_000)
     outbound_queue_size: int = Field(1024, ge=8, le=1_000_000)
     ws_ping_interval_s: float = Field(20.0, gt=0)
     ws_ping_timeout_s: float = Field(20.0, gt=0)
+    idle_timeout_s: float = Field(300.0, gt=0, description="Close a socket that sent nothing for this long.")
+    max_follows_per_socket: int = Field(100, ge=1)
+
+    # Limits (per user, across every gateway replica: counted in Redis).
+    rate_limit_per_minute: int = Field(30, ge=1, description="chat frames a user may send per minute.")
+    rate_limit_burst: int = Field(10, ge=1)
+    max_runs_per_user: int = Field(5, ge=1, description="Runs in flight at once per user.")
+    max_sockets_per_user: int = Field(10, ge=1)
+    max_run_tokens: int = Field(2000, ge=1, description="Tokens per run; then it completes, truncated.")
+    on_busy: Literal["reject", "interrupt", "enqueue"] = "reject"
 
     # Runs.
     run_retention_s: int = Field(3600, ge=1, description="How long a finished run stays resumable.")
     conversation_ttl_s: int = Field(30 * 24 * 3600, ge=60)
     run_timeout_s: float = Field(300.0, gt=0, description="Hard ceiling on one run's wall time.")
+    run_lease_s: float = Field(10.0, gt=0, description="A worker renews its run's lease this often x3.")
+    sweep_interval_s: float = Field(2.0, gt=0, description="How often orphaned runs are looked for.")
+    max_attempts: int = Field(3, ge=1, description="Attempts per run before run.failed(worker_lost).")
 
     # Worker.
     worker_concurrency: int = Field(16, ge=1, le=1024, description="Runs one worker process serves at once.")
     worker_shutdown_grace_s: float = Field(30.0, ge=0)
 
     # Agent.
-    llm: Literal["offline"] = "offline"
+    llm: Literal["offline", "openai"] = "offline"
     offline_token_delay_ms: float = Field(20.0, ge=0, le=60_000)
     offline_max_tokens: int = Field(200, ge=1, le=100_000)
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("CHATGW_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_temperature: float = Field(0.2, ge=0, le=2)
+    llm_max_tokens: int | None = Field(1024, ge=1)
+    llm_timeout_s: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10, description="Transient failures retried before 1st token.")
+    system_prompt: str = (
+        "You are a helpful assistant. Answer using the context when it is relevant and cite the "
+        "titles of the sources you used. If the context does not contain the answer, say so."
+    )
+
+    # Retrieval.
+    embeddings: Literal["offline", "openai"] = "offline"
+    embeddings_base_url: str | None = None
+    embeddings_model: str | None = None
+    embeddings_api_key: SecretStr | None = None
+    embeddings_dim: int = Field(1024, ge=16, le=65536, description="Offline hashing embedder's size.")
+    index_path: Path = Field(Path("data/index"), description="Directory of the FAISS index and its chunks.")
+    retrieval_k: int = Field(3, ge=0, le=50)
+    chunk_size: int = Field(800, ge=100)
+    chunk_overlap: int = Field(120, ge=0)
+
+    # Conversation memory.
+    database_url: str | None = Field(None, description="PostgreSQL for the checkpointer; else SQLite.")
+    checkpoint_path: Path = Path("data/checkpoints.sqlite")
+    history_budget_chars: int = Field(8000, ge=0, description="Earlier turns sent to the model, newest first.")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -69,6 +122,22 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.llm == "openai" and not self.llm_base_url and self.llm_api_key is None:
+            raise ValueError("CHATGW_LLM=openai needs CHATGW_LLM_BASE_URL or an API key (CHATGW_LLM_API_KEY)")
+        if self.llm == "openai" and not self.llm_model:
+            raise ValueError("CHATGW_LLM=openai needs CHATGW_LLM_MODEL")
+        if self.embeddings == "openai" and not self.embeddings_model:
+            raise ValueError("CHATGW_EMBEDDINGS=openai needs CHATGW_EMBEDDINGS_MODEL")
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file):
+            raise ValueError(
+                "CHATGW_AUTH=jwt needs CHATGW_JWT_SECRET, CHATGW_JWT_PUBLIC_KEY_FILE or CHATGW_JWT_JWKS_FILE"
+            )
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("CHATGW_CHUNK_OVERLAP must be smaller than CHATGW_CHUNK_SIZE")
+        return self
+
     @property
     def require_redis_url(self) -> str:
         if self.redis_url is None:
@@ -86,6 +155,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            lines.append(f"CHATGW_{field.upper()}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            field = ".".join(str(p) for p in err["loc"]).upper()
+            if not field:
+                lines.append(message)
+            else:
+                name = field if field.startswith(("CHATGW_", "OPENAI_")) else f"CHATGW_{field}"
+                lines.append(f"{name}: {message}")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -17,7 +17,9 @@ from cli.embedded_redis import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> None:
     """Poll a condition until it holds; fail with ``what`` when it does not within ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -34,7 +36,11 @@ class Proc:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", role], env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli.main", role],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -119,7 +125,9 @@ class Stack:
         worker = Proc("worker", self.env(**extra), self.log_dir / f"worker-{index}.log")
         self.workers.append(worker)
         if wait:
-            wait_for(lambda: "ready (concurrency" in worker.output() or not worker.alive(), what="worker boot")
+            wait_for(
+                lambda: "ready (concurrency" in worker.output() or not worker.alive(), what="worker boot"
+            )
             assert worker.alive(), worker.output()
         return worker
 
