@@ -158,6 +158,7 @@ class Session:
             conversation_id=conversation_id,
             new_conversation=new_conversation,
             content=frame.content,
+            max_runs_per_user=ctx.settings.max_runs_per_user,
         )
         # Accepted goes out before the run can produce anything, so it is always the first frame.
         self.outbox.put(serialize(RunAccepted(id=frame.id, run_id=run_id, conversation_id=conversation_id)))

@@ -25,6 +25,11 @@ class ErrorCode(StrEnum):
     RUN_NOT_FOUND = "run_not_found"
     CONVERSATION_NOT_FOUND = "conversation_not_found"
     CONVERSATION_BUSY = "conversation_busy"
+    # Limits.
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_RUNS = "too_many_runs"
+    TOO_MANY_SOCKETS = "too_many_sockets"
+    TOO_MANY_FOLLOWS = "too_many_follows"
     # Service side.
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
@@ -117,6 +122,18 @@ class ConversationNotFound(RunError):
 
 class ConversationBusy(RunError):
     code = ErrorCode.CONVERSATION_BUSY
+
+
+class TooManyRuns(RunError):
+    code = ErrorCode.TOO_MANY_RUNS
+
+
+class LimitExceeded(ChatgwError):
+    """A per-user limit refused the request; ``retry_after_ms`` says when to try again, if known."""
+
+    def __init__(self, message: str, *, code: ErrorCode, retry_after_ms: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_ms = retry_after_ms
 
 
 class StoreUnavailable(ChatgwError):

@@ -8,6 +8,9 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:run:{run_id}:log`` | stream | the run's events; entry id ``{seq}-0``, field ``e`` = the event JSON |
 | ``P:run:{run_id}:events`` | pub/sub channel | live copy of every event appended to the log |
 | ``P:conv:{conversation_id}`` | hash | conversation owner and its active run |
+| ``P:user:{user}:runs`` | set | the user's runs in flight (concurrent-run quota) |
+| ``P:user:{user}:sockets`` | sorted set | the user's open sockets, scored by expiry (socket cap) |
+| ``P:user:{user}:rate`` | string | the user's message rate-limit state |
 | ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
 | ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
 | ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
@@ -41,6 +44,15 @@ class Keys:
 
     def conversation(self, conversation_id: str) -> str:
         return f"{self.prefix}:conv:{conversation_id}"
+
+    def user_runs(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:runs"
+
+    def user_sockets(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:sockets"
+
+    def user_rate(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:rate"
 
     def control_channel(self) -> str:
         return f"{self.prefix}:control"

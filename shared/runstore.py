@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.errors import ConversationBusy, ConversationNotFound, RunNotFound, StoreUnavailable
+from shared.errors import ConversationBusy, ConversationNotFound, RunNotFound, StoreUnavailable, TooManyRuns
 from shared.keys import Keys
 from shared.protocol import EVENT_STATUS, TERMINAL_STATUSES, event_body
 
@@ -48,6 +48,8 @@ local function append(meta, log, channel, conv, run_id, attempt, body, terminal_
     if redis.call('HGET', conv, 'active_run') == run_id then
       redis.call('HDEL', conv, 'active_run')
     end
+    local user_runs = redis.call('HGET', meta, 'user_runs_key')
+    if user_runs then redis.call('SREM', user_runs, run_id) end
   end
   return seq
 end
@@ -62,7 +64,8 @@ return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4],
 """
 )
 
-# KEYS: meta, conv. ARGV: run_id, user, conversation_id, is_new_conversation, content, now, conv_ttl
+# KEYS: meta, conv, user_runs. ARGV: run_id, user, conversation_id, is_new_conversation, content, now,
+# conv_ttl, max_runs_per_user
 CREATE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if ARGV[4] == '1' then
@@ -72,8 +75,14 @@ elseif owner ~= ARGV[2] then
   return 'conversation_not_found'
 end
 if redis.call('HGET', KEYS[2], 'active_run') then return 'conversation_busy' end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[8]) then
+  if ARGV[4] == '1' then redis.call('DEL', KEYS[2]) end
+  return 'too_many_runs'
+end
 redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'user', ARGV[2], 'conversation_id', ARGV[3],
-  'status', 'queued', 'seq', 0, 'attempt', 0, 'content', ARGV[5], 'created_at', ARGV[6])
+  'status', 'queued', 'seq', 0, 'attempt', 0, 'content', ARGV[5], 'created_at', ARGV[6],
+  'user_runs_key', KEYS[3])
+redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 return 'ok'
@@ -170,11 +179,18 @@ class RunStore:
 
     @_translate
     async def create_run(
-        self, *, run_id: str, user: str, conversation_id: str, new_conversation: bool, content: str
+        self,
+        *,
+        run_id: str,
+        user: str,
+        conversation_id: str,
+        new_conversation: bool,
+        content: str,
+        max_runs_per_user: int = 1_000_000,
     ) -> None:
         k = self.keys
         result = await self._create(
-            keys=[k.run(run_id), k.conversation(conversation_id)],
+            keys=[k.run(run_id), k.conversation(conversation_id), k.user_runs(user)],
             args=[
                 run_id,
                 user,
@@ -183,10 +199,13 @@ class RunStore:
                 content,
                 repr(time.time()),
                 self.conversation_ttl_s,
+                max_runs_per_user,
             ],
         )
         if result == "conversation_not_found":
             raise ConversationNotFound(f"conversation {conversation_id} not found")
+        if result == "too_many_runs":
+            raise TooManyRuns(f"you already have {max_runs_per_user} runs in flight; wait for one to end")
         if result == "conversation_busy":
             raise ConversationBusy(
                 f"conversation {conversation_id} already has a run in flight; stop it or wait for it to end"

@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     # Conversation memory.
     database_url: str | None = Field(None, description="PostgreSQL for the checkpointer; else SQLite.")
     checkpoint_path: Path = Path("data/checkpoints.sqlite")
-    history_budget_chars: int = Field(8000, ge=0, description="Earlier turns sent to the model, newest first.")
+    history_budget_chars: int = Field(
+        8000, ge=0, description="Earlier turns sent to the model, newest first."
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
