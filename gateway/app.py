@@ -16,12 +16,12 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from gateway.auth import authenticate, bearer_token
 from gateway.hub import PubSubHub
 from gateway.outbox import Outbox
-from gateway.runqueue import RunQueue
 from gateway.session import GatewayContext, Session
 from shared.broker import make_broker
 from shared.errors import AuthError, CloseCode, ErrorCode
 from shared.keys import Keys
 from shared.protocol import error_frame
+from shared.runqueue import RunQueue
 from shared.runstore import RunStore
 from shared.settings import Settings, load_settings
 

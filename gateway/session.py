@@ -17,7 +17,6 @@ from gateway.auth import authenticate
 from gateway.follower import Follower
 from gateway.hub import PubSubHub
 from gateway.outbox import Outbox
-from gateway.runqueue import RunQueue
 from shared.errors import (
     AuthError,
     ChatgwError,
@@ -42,6 +41,7 @@ from shared.protocol import (
     parse_client_frame,
     serialize,
 )
+from shared.runqueue import RunQueue
 from shared.runstore import AppendRefused, RunStore
 from shared.settings import Settings
 
@@ -171,7 +171,7 @@ class Session:
                 await ctx.store.append(
                     run_id,
                     conversation_id,
-                    0,
+                    1,
                     "run.failed",
                     {"error": {"code": ErrorCode.UNAVAILABLE, "message": "could not queue the run; retry"}},
                 )

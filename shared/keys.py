@@ -11,6 +11,7 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:user:{user}:runs`` | set | the user's runs in flight (concurrent-run quota) |
 | ``P:user:{user}:sockets`` | sorted set | the user's open sockets, scored by expiry (socket cap) |
 | ``P:user:{user}:rate`` | string | the user's message rate-limit state |
+| ``P:runs:leases`` | sorted set | runs being worked on (or re-queued), scored by lease deadline |
 | ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
 | ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
 | ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
@@ -53,6 +54,9 @@ class Keys:
 
     def user_rate(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:rate"
+
+    def leases(self) -> str:
+        return f"{self.prefix}:runs:leases"
 
     def control_channel(self) -> str:
         return f"{self.prefix}:control"

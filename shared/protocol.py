@@ -145,6 +145,15 @@ class RunStarted(_RunEvent):
     attempt: int = 1
 
 
+class RunRetrying(_RunEvent):
+    """The previous attempt was lost (worker died or shut down): drop its partial text; a new
+    attempt follows with its own run.started, in the same seq sequence."""
+
+    type: Literal["run.retrying"] = "run.retrying"
+    attempt: int
+    reason: Literal["worker_lost", "worker_shutdown"] = "worker_lost"
+
+
 class Retrieval(_RunEvent):
     type: Literal["retrieval"] = "retrieval"
     sources: list[Source]
@@ -173,7 +182,8 @@ class RunFailed(_RunEvent):
 
 
 RunEvent: TypeAlias = Annotated[
-    RunStarted | Retrieval | TokenEvent | RunCompleted | RunStopped | RunFailed, Field(discriminator="type")
+    RunStarted | RunRetrying | Retrieval | TokenEvent | RunCompleted | RunStopped | RunFailed,
+    Field(discriminator="type"),
 ]
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"run.completed", "run.stopped", "run.failed"})
 EVENT_STATUS: dict[str, str] = {
@@ -188,6 +198,7 @@ ServerFrame: TypeAlias = Annotated[
     | Pong
     | ErrorFrame
     | RunStarted
+    | RunRetrying
     | Retrieval
     | TokenEvent
     | RunCompleted

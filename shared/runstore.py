@@ -17,50 +17,59 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.errors import ConversationBusy, ConversationNotFound, RunNotFound, StoreUnavailable, TooManyRuns
+from shared.errors import (
+    ConversationBusy,
+    ConversationNotFound,
+    ErrorCode,
+    RunNotFound,
+    StoreUnavailable,
+    TooManyRuns,
+)
 from shared.keys import Keys
 from shared.protocol import EVENT_STATUS, TERMINAL_STATUSES, event_body
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Shared by every script that may append: KEYS = meta, log, channel, conversation.
+# Shared by every script that may append. K = {meta, log, channel, conv, leases} (key names).
 # Returns the new seq, or a negative refusal: -1 unknown run, -2 already terminal, -3 stale attempt.
 _APPEND_FN = """
-local function append(meta, log, channel, conv, run_id, attempt, body, terminal_status, retention, now, eid)
-  local status = redis.call('HGET', meta, 'status')
+local function append(K, run_id, attempt, body, terminal_status, retention, now, eid)
+  local status = redis.call('HGET', K.meta, 'status')
   if not status then return -1 end
   -- A retried call whose first try did run (the reply was lost) must not append twice.
-  if eid ~= '' and redis.call('HGET', meta, 'last_eid') == eid then
-    return tonumber(redis.call('HGET', meta, 'seq'))
+  if eid ~= '' and redis.call('HGET', K.meta, 'last_eid') == eid then
+    return tonumber(redis.call('HGET', K.meta, 'seq'))
   end
   if status == 'completed' or status == 'stopped' or status == 'failed' then return -2 end
-  if tonumber(redis.call('HGET', meta, 'attempt')) ~= tonumber(attempt) then return -3 end
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  -- The fence: only the current attempt may write.
+  if tonumber(redis.call('HGET', K.meta, 'attempt')) ~= tonumber(attempt) then return -3 end
+  local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
   local payload = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
-  redis.call('XADD', log, seq .. '-0', 'e', payload)
-  redis.call('PUBLISH', channel, payload)
-  if eid ~= '' then redis.call('HSET', meta, 'last_eid', eid) end
+  redis.call('XADD', K.log, seq .. '-0', 'e', payload)
+  redis.call('PUBLISH', K.channel, payload)
+  if eid ~= '' then redis.call('HSET', K.meta, 'last_eid', eid) end
   if terminal_status ~= '' then
-    redis.call('HSET', meta, 'status', terminal_status, 'ended_at', now)
-    redis.call('EXPIRE', meta, retention)
-    redis.call('EXPIRE', log, retention)
-    if redis.call('HGET', conv, 'active_run') == run_id then
-      redis.call('HDEL', conv, 'active_run')
+    redis.call('HSET', K.meta, 'status', terminal_status, 'ended_at', now)
+    redis.call('EXPIRE', K.meta, retention)
+    redis.call('EXPIRE', K.log, retention)
+    redis.call('ZREM', K.leases, run_id)
+    if redis.call('HGET', K.conv, 'active_run') == run_id then
+      redis.call('HDEL', K.conv, 'active_run')
     end
-    local user_runs = redis.call('HGET', meta, 'user_runs_key')
+    local user_runs = redis.call('HGET', K.meta, 'user_runs_key')
     if user_runs then redis.call('SREM', user_runs, run_id) end
   end
   return seq
 end
+local K = {meta = KEYS[1], log = KEYS[2], channel = KEYS[3], conv = KEYS[4], leases = KEYS[5]}
 """
 
-# KEYS: meta, log, channel, conv. ARGV: run_id, attempt, body, terminal_status, retention, now, eid
+# KEYS: run keys. ARGV: run_id, attempt, body, terminal_status, retention, now, eid
 APPEND_SCRIPT = (
     _APPEND_FN
     + """
-return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4],
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return append(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
@@ -80,7 +89,7 @@ if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[8]) then
   return 'too_many_runs'
 end
 redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'user', ARGV[2], 'conversation_id', ARGV[3],
-  'status', 'queued', 'seq', 0, 'attempt', 0, 'content', ARGV[5], 'created_at', ARGV[6],
+  'status', 'queued', 'seq', 0, 'attempt', 1, 'content', ARGV[5], 'created_at', ARGV[6],
   'user_runs_key', KEYS[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
@@ -88,30 +97,73 @@ redis.call('EXPIRE', KEYS[2], ARGV[7])
 return 'ok'
 """
 
-# KEYS: meta. ARGV: worker_id, now. Returns {attempt, user, conversation_id, content} or false.
+# KEYS: meta, leases. ARGV: run_id, worker_id, now, lease_deadline.
+# Returns {attempt, user, conversation_id, content} or false when the run is not queued.
 CLAIM_SCRIPT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'claimed_at', ARGV[2])
-local f = redis.call('HMGET', KEYS[1], 'user', 'conversation_id', 'content')
-return {attempt, f[1], f[2], f[3]}
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'claimed_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'attempt', 'user', 'conversation_id', 'content')
+return {tonumber(f[1]), f[2], f[3], f[4]}
 """
 
-# KEYS: meta, log, channel, conv, control. ARGV: run_id, user, stopped_body, retention, now
+# KEYS: meta, leases. ARGV: run_id, attempt, lease_deadline. 1 = renewed, 0 = no longer ours.
+RENEW_SCRIPT = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if f[1] ~= 'running' or tonumber(f[2]) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: run keys. ARGV: run_id, now, expected_attempt, max_attempts, retrying_body, failed_body,
+# retention, resend_deadline, force ('1' = hand back now, lease or not).
+# Returns 'alive', 'gone', 'changed', 'resend' (queued but unclaimed: send the message again),
+# 'retry' (next attempt queued: send the message) or 'failed' (out of attempts).
+REQUEUE_SCRIPT = (
+    _APPEND_FN
+    + """
+local run_id, now = ARGV[1], tonumber(ARGV[2])
+local score = redis.call('ZSCORE', K.leases, run_id)
+if not score then return 'gone' end
+if ARGV[9] ~= '1' and tonumber(score) > now then return 'alive' end
+local f = redis.call('HMGET', K.meta, 'status', 'attempt')
+if not f[1] or f[1] == 'completed' or f[1] == 'stopped' or f[1] == 'failed' then
+  redis.call('ZREM', K.leases, run_id)
+  return 'gone'
+end
+if tonumber(f[2]) ~= tonumber(ARGV[3]) then return 'changed' end
+if f[1] == 'queued' then
+  redis.call('ZADD', K.leases, ARGV[8], run_id)
+  return 'resend'
+end
+local attempt = tonumber(f[2])
+if attempt >= tonumber(ARGV[4]) then
+  append(K, run_id, attempt, ARGV[6], 'failed', ARGV[7], ARGV[2], '')
+  return 'failed'
+end
+-- Bump the attempt before anything else: from here on the old attempt is fenced out.
+redis.call('HSET', K.meta, 'attempt', attempt + 1, 'status', 'queued')
+redis.call('ZADD', K.leases, ARGV[8], run_id)
+append(K, run_id, attempt + 1, ARGV[5], '', ARGV[7], ARGV[2], '')
+return 'retry'
+"""
+)
+
+# KEYS: run keys + control channel. ARGV: run_id, user, stopped_body, retention, now
 # Returns the status after the request: 'not_found', a terminal status, or 'stopping'.
 STOP_SCRIPT = (
     _APPEND_FN
     + """
-local f = redis.call('HMGET', KEYS[1], 'status', 'user', 'attempt')
+local f = redis.call('HMGET', K.meta, 'status', 'user', 'attempt')
 if not f[1] or f[2] ~= ARGV[2] then return 'not_found' end
 if f[1] == 'completed' or f[1] == 'stopped' or f[1] == 'failed' then return f[1] end
-redis.call('HSET', KEYS[1], 'stop_requested', '1')
+redis.call('HSET', K.meta, 'stop_requested', '1')
 if f[1] == 'queued' then
-  -- Nobody runs it yet: end it here and now; a worker that picks the message up later skips it.
-  append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], f[3], ARGV[3], 'stopped', ARGV[4], ARGV[5], '')
+  -- Nobody runs it now: end it here; a worker that picks the message up later skips it.
+  append(K, ARGV[1], f[3], ARGV[3], 'stopped', ARGV[4], ARGV[5], '')
   return 'stopped'
 end
-redis.call('PUBLISH', KEYS[5], ARGV[1])
+redis.call('PUBLISH', KEYS[6], ARGV[1])
 return 'stopping'
 """
 )
@@ -176,6 +228,18 @@ class RunStore:
         self._create = redis.register_script(CREATE_SCRIPT)
         self._claim = redis.register_script(CLAIM_SCRIPT)
         self._stop = redis.register_script(STOP_SCRIPT)
+        self._renew = redis.register_script(RENEW_SCRIPT)
+        self._requeue = redis.register_script(REQUEUE_SCRIPT)
+
+    def _run_keys(self, run_id: str, conversation_id: str) -> list[str]:
+        k = self.keys
+        return [
+            k.run(run_id),
+            k.run_log(run_id),
+            k.run_channel(run_id),
+            k.conversation(conversation_id),
+            k.leases(),
+        ]
 
     @_translate
     async def create_run(
@@ -212,9 +276,13 @@ class RunStore:
             )
 
     @_translate
-    async def claim(self, run_id: str, worker_id: str) -> Claim | None:
-        """Move a queued run to running and start a new attempt; None when it is not queued."""
-        result = await self._claim(keys=[self.keys.run(run_id)], args=[worker_id, repr(time.time())])
+    async def claim(self, run_id: str, worker_id: str, *, lease_s: float) -> Claim | None:
+        """Move a queued run to running under a lease; None when it is not queued."""
+        now = time.time()
+        result = await self._claim(
+            keys=[self.keys.run(run_id), self.keys.leases()],
+            args=[run_id, worker_id, repr(now), repr(now + lease_s)],
+        )
         if not result:
             return None
         attempt, user, conversation_id, content = result
@@ -237,15 +305,9 @@ class RunStore:
         """
         now = time.time()
         body = event_body(event_type, run_id, conversation_id, now, **(fields or {}))
-        k = self.keys
         seq = int(
             await self._append(
-                keys=[
-                    k.run(run_id),
-                    k.run_log(run_id),
-                    k.run_channel(run_id),
-                    k.conversation(conversation_id),
-                ],
+                keys=self._run_keys(run_id, conversation_id),
                 args=[
                     run_id,
                     attempt,
@@ -267,23 +329,82 @@ class RunStore:
         meta = await self.get_meta(run_id)
         if meta is None or meta.user != user:
             raise RunNotFound(f"run {run_id} not found")
-        k = self.keys
         body = event_body("run.stopped", run_id, meta.conversation_id, time.time(), content="")
         result = str(
             await self._stop(
-                keys=[
-                    k.run(run_id),
-                    k.run_log(run_id),
-                    k.run_channel(run_id),
-                    k.conversation(meta.conversation_id),
-                    k.control_channel(),
-                ],
+                keys=[*self._run_keys(run_id, meta.conversation_id), self.keys.control_channel()],
                 args=[run_id, user, body, self.retention_s, repr(time.time())],
             )
         )
         if result == "not_found":
             raise RunNotFound(f"run {run_id} not found")
         return result
+
+    @_translate
+    async def renew_lease(self, run_id: str, attempt: int, *, lease_s: float) -> bool:
+        """Extend this attempt's lease; False when the run is no longer this attempt's to run."""
+        result = await self._renew(
+            keys=[self.keys.run(run_id), self.keys.leases()],
+            args=[run_id, attempt, repr(time.time() + lease_s)],
+        )
+        return bool(int(result))
+
+    @_translate
+    async def expired_leases(self, limit: int = 100) -> list[str]:
+        found = await self.redis.zrangebyscore(
+            self.keys.leases(), "-inf", repr(time.time()), start=0, num=limit
+        )
+        return [str(run_id) for run_id in found]
+
+    @_translate
+    async def requeue(
+        self,
+        run_id: str,
+        *,
+        max_attempts: int,
+        resend_after_s: float,
+        force: bool = False,
+        reason: str = "worker_lost",
+    ) -> str:
+        """Hand a run whose worker is gone (lease expired, or ``force``) to the next attempt.
+
+        Returns 'retry' or 'resend' (the caller must enqueue the run), 'failed' (out of attempts:
+        the run ended with run.failed worker_lost), or 'alive'/'gone'/'changed' (nothing to do).
+        """
+        meta = await self.get_meta(run_id)
+        if meta is None:
+            await self.redis.zrem(self.keys.leases(), run_id)
+            return "gone"
+        now = time.time()
+        retrying = event_body(
+            "run.retrying", run_id, meta.conversation_id, now, attempt=meta.attempt + 1, reason=reason
+        )
+        failed = event_body(
+            "run.failed",
+            run_id,
+            meta.conversation_id,
+            now,
+            error={
+                "code": ErrorCode.WORKER_LOST,
+                "message": f"the run's worker was lost {meta.attempt} times; giving up",
+            },
+        )
+        return str(
+            await self._requeue(
+                keys=self._run_keys(run_id, meta.conversation_id),
+                args=[
+                    run_id,
+                    repr(now),
+                    meta.attempt,
+                    max_attempts,
+                    retrying,
+                    failed,
+                    self.retention_s,
+                    repr(now + resend_after_s),
+                    "1" if force else "0",
+                ],
+            )
+        )
 
     @_translate
     async def get_meta(self, run_id: str) -> RunMeta | None:

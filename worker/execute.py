@@ -8,6 +8,7 @@ from typing import Any
 
 from shared.errors import AgentError, ErrorCode, StoreUnavailable
 from shared.protocol import Source
+from shared.runstore import Claim
 from worker.agent.graph import stream_agent
 from worker.emitter import RunEmitter, RunLost
 from worker.runtime import WorkerRuntime
@@ -27,13 +28,27 @@ def describe_failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
 
 
 async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
-    claim = await rt.store.claim(run_id, rt.worker_id)
+    claim = await rt.store.claim(run_id, rt.worker_id, lease_s=rt.settings.run_lease_s)
     if claim is None:
         # Stopped while queued, already finished, or taken by another worker: nothing to do.
         log.info("run %s is not queued; skipping", run_id)
         return
+    rt.attempts[run_id] = claim.attempt
+    try:
+        await _execute_claimed(rt, claim)
+    finally:
+        rt.attempts.pop(run_id, None)
+
+
+class TokenBudgetReached(Exception):
+    """CHATGW_MAX_RUN_TOKENS tokens were sent: the run completes, marked truncated."""
+
+
+async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> None:
+    run_id = claim.run_id
     emitter = RunEmitter(rt.store, claim)
     tokens: list[str] = []
+    max_tokens = rt.settings.max_run_tokens
 
     async def on_sources(sources: list[Source]) -> None:
         await emitter.emit("retrieval", {"sources": [s.model_dump() for s in sources]})
@@ -41,6 +56,8 @@ async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
     async def on_token(text: str) -> None:
         tokens.append(text)
         await emitter.emit("token", {"text": text})
+        if len(tokens) >= max_tokens:
+            raise TokenBudgetReached  # ends the agent (and its upstream request) right here
 
     try:
         await emitter.emit("run.started", {"attempt": claim.attempt})
@@ -72,9 +89,12 @@ async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
             if isinstance(exc, RunLost):
                 log.warning("run %s: %s; this attempt stops writing", run_id, exc)
                 return
-            if not isinstance(exc, AgentError):
+            if isinstance(exc, TokenBudgetReached):
+                terminal = ("run.completed", {"content": "".join(tokens), "truncated": True})
+            else:
+                terminal = describe_failure(exc)
+            if not isinstance(exc, AgentError | TokenBudgetReached):
                 log.error("run %s: agent failed", run_id, exc_info=exc)
-            terminal = describe_failure(exc)
         else:
             result = agent.result()
             fields: dict[str, Any] = {"content": "".join(tokens)}

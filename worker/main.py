@@ -45,5 +45,5 @@ def run_worker(settings: Settings) -> None:
     worker.start()
     log.info("chatgw worker consuming %r", RUN_QUEUE)
     stop.wait()
-    worker.stop(timeout=int(settings.worker_shutdown_grace_s * 1000))
+    worker.stop(timeout=int((settings.worker_shutdown_grace_s + 15) * 1000))
     broker.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
+from shared.runqueue import RunQueue
 from shared.settings import Settings
 from worker.runtime import WorkerRuntime
 
@@ -36,10 +38,18 @@ class RuntimeMiddleware(dramatiq.Middleware):
         loop_thread = get_event_loop_thread()
         if loop_thread is None:
             raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
-        self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings))
+        self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings, RunQueue(broker)))
         log.info(
             "worker %s ready (concurrency %d)", self._runtime.worker_id, self.settings.worker_concurrency
         )
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # Worker.stop() then waits for the worker threads, i.e. for these runs to end or be handed back.
+        loop_thread = get_event_loop_thread()
+        if self._runtime is not None and loop_thread is not None:
+            asyncio.run_coroutine_threadsafe(
+                self._runtime.drain(self.settings.worker_shutdown_grace_s), loop_thread.loop
+            )
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         loop_thread = get_event_loop_thread()

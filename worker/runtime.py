@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,12 +14,15 @@ from langchain_core.language_models import BaseChatModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.errors import StoreUnavailable
 from shared.keys import Keys
+from shared.runqueue import RunQueue
 from shared.runstore import RunStore
 from shared.settings import Settings
 from worker.agent.graph import build_graph
 from worker.agent.offline import OfflineChatModel
 from worker.agent.retrieval import NullRetriever, Retriever
+from worker.supervision import hand_back, renew_leases, sweep_orphans
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +47,26 @@ class WorkerRuntime:
     redis: Redis
     store: RunStore
     graph: Any
+    runs: RunQueue
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)  # run_id -> the attempt running here
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    async def create(cls, settings: Settings) -> WorkerRuntime:
+    async def create(cls, settings: Settings, runs: RunQueue) -> WorkerRuntime:
         keys = Keys(settings.key_prefix)
         redis = Redis.from_url(settings.require_redis_url, decode_responses=True, health_check_interval=10)
         store = RunStore(
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
         graph = build_graph(build_llm(settings), build_retriever(settings))
-        runtime = cls(settings=settings, keys=keys, redis=redis, store=store, graph=graph)
+        runtime = cls(settings=settings, keys=keys, redis=redis, store=store, graph=graph, runs=runs)
         runtime._background = [
             asyncio.create_task(runtime._listen_for_stops(), name="stop-listener"),
             asyncio.create_task(runtime._heartbeat(), name="heartbeat"),
+            asyncio.create_task(runtime._keep_leases(), name="leases"),
+            asyncio.create_task(runtime._sweep(), name="sweeper"),
         ]
         return runtime
 
@@ -108,6 +116,34 @@ class WorkerRuntime:
             with contextlib.suppress(Exception):
                 if await self.store.stop_requested(run_id):
                     self.cancel_run(run_id)
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.run_lease_s / 3)
+            try:
+                await renew_leases(self)
+            except StoreUnavailable:
+                log.warning("cannot renew leases: Redis unreachable")
+
+    async def _sweep(self) -> None:
+        interval = self.settings.sweep_interval_s
+        while True:
+            # Jitter spreads the sweeps of many workers; the scripts make overlaps harmless.
+            await asyncio.sleep(interval * (0.5 + random.random()))
+            try:
+                await sweep_orphans(self)
+            except StoreUnavailable:
+                pass
+            except Exception:
+                log.exception("sweeper failed; continuing")
+
+    async def drain(self, grace_s: float) -> None:
+        """Let runs in flight finish for ``grace_s``, then hand the rest to other workers."""
+        if self.active:
+            await asyncio.wait(list(self.active.values()), timeout=grace_s)
+        if self.active:
+            log.info("grace period over; handing back %d runs", len(self.active))
+            await hand_back(self)
 
     async def _heartbeat(self) -> None:
         key = self.keys.worker(self.worker_id)

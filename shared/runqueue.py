@@ -1,4 +1,4 @@
-"""Hands a run to the workers through Dramatiq without importing worker code."""
+"""Hands a run to the workers through Dramatiq (used by the gateway and by the sweeper)."""
 
 from __future__ import annotations
 

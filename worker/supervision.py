@@ -1,0 +1,69 @@
+"""Leases, the orphan sweeper and hand-back: how a run outlives the worker running it.
+
+A worker holds a lease on each run it runs and renews it every ``run_lease_s / 3``. Every worker
+also sweeps: a run whose lease expired (its worker was SIGKILLed, paused, or cut off) is handed to
+the next attempt — ``run.retrying`` in the run's own sequence, then a fresh Dramatiq message — or,
+after ``max_attempts``, ended with ``run.failed`` (worker_lost). The attempt number is bumped in the
+same script, so the old attempt is fenced out of the log from that moment on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from shared.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+async def renew_leases(rt: WorkerRuntime) -> None:
+    for run_id, attempt in list(rt.attempts.items()):
+        if not await rt.store.renew_lease(run_id, attempt, lease_s=rt.settings.run_lease_s):
+            # Someone else owns the run now (we were too slow, or paused): stop working on it.
+            log.warning("run %s attempt %d lost its lease; abandoning it", run_id, attempt)
+            rt.cancel_run(run_id)
+
+
+async def sweep_orphans(rt: WorkerRuntime) -> int:
+    """Re-queue runs whose lease expired. Returns how many were handed on or failed."""
+    handled = 0
+    for run_id in await rt.store.expired_leases():
+        outcome = await rt.store.requeue(
+            run_id, max_attempts=rt.settings.max_attempts, resend_after_s=_resend_after(rt)
+        )
+        if outcome in ("retry", "resend"):
+            log.warning("run %s: worker lost; %s", run_id, "retrying" if outcome == "retry" else "re-sending")
+            await rt.runs.enqueue(run_id)
+        elif outcome == "failed":
+            log.error("run %s: worker lost too many times; failed", run_id)
+        handled += outcome in ("retry", "resend", "failed")
+    return handled
+
+
+async def hand_back(rt: WorkerRuntime) -> None:
+    """Shutdown: give every run still running here to another worker, visibly (run.retrying)."""
+    for run_id in list(rt.attempts):
+        try:
+            outcome = await rt.store.requeue(
+                run_id,
+                max_attempts=rt.settings.max_attempts,
+                resend_after_s=_resend_after(rt),
+                force=True,
+                reason="worker_shutdown",
+            )
+            if outcome in ("retry", "resend"):
+                await rt.runs.enqueue(run_id)
+            log.info("run %s handed back (%s)", run_id, outcome)
+        except StoreUnavailable:
+            # Its lease will expire and a sweeper elsewhere will do the same.
+            log.warning("run %s: could not hand back; its lease will expire", run_id)
+        rt.cancel_run(run_id)
+
+
+def _resend_after(rt: WorkerRuntime) -> float:
+    # A re-queued run that nobody claims within this long gets its message sent again.
+    return max(30.0, rt.settings.run_lease_s * 3)
