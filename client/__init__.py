@@ -1,5 +1,6 @@
 """A small asyncio Python client for chatgw (used by the tests, the benchmarks and `chatgw chat`)."""
 
 from client.connection import ChatgwConnection, RunTranscript
+from client.resilient import ClientError, FollowedRun, ResilientClient
 
-__all__ = ["ChatgwConnection", "RunTranscript"]
+__all__ = ["ChatgwConnection", "ClientError", "FollowedRun", "ResilientClient", "RunTranscript"]
