@@ -38,7 +38,7 @@ class PubSubHub:
     def __init__(self, redis: Redis, keys: Keys, *, hub_id: str, ping_interval_s: float = 5.0) -> None:
         self._redis = redis
         self._keys = keys
-        self._home_channel = f"{keys.prefix}:gateway:{hub_id}"  # keeps the connection open while idle
+        self._home_channel = keys.gateway_channel(hub_id)  # keeps the connection open while idle
         self._ping_interval_s = ping_interval_s
         self._listeners: dict[str, set[HubListener]] = {}
         self._confirmed: set[str] = set()
@@ -149,6 +149,8 @@ class PubSubHub:
         if channel == self._home_channel or channel is None:
             return
         run_id = self._keys.run_id_from_channel(channel)
+        if run_id is None:
+            return
         listeners = self._listeners.get(run_id)
         if kind == "subscribe":
             if listeners:

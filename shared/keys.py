@@ -12,6 +12,7 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:user:{user}:sockets`` | sorted set | the user's open sockets, scored by expiry (socket cap) |
 | ``P:user:{user}:rate`` | string | the user's message rate-limit state |
 | ``P:runs:leases`` | sorted set | runs being worked on (or re-queued), scored by lease deadline |
+| ``P:gateway:{gateway_id}`` | pub/sub channel | a gateway's own channel (keeps its pub/sub connection open) |
 | ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
 | ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
 | ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
@@ -38,10 +39,16 @@ class Keys:
     def run_channel(self, run_id: str) -> str:
         return f"{self.prefix}:run:{run_id}:events"
 
-    def run_id_from_channel(self, channel: str) -> str:
+    def run_id_from_channel(self, channel: str) -> str | None:
+        """The run a channel of ours carries; None for any other channel."""
         head = f"{self.prefix}:run:"
         tail = ":events"
+        if not (channel.startswith(head) and channel.endswith(tail)) or len(channel) <= len(head) + len(tail):
+            return None
         return channel[len(head) : -len(tail)]
+
+    def gateway_channel(self, gateway_id: str) -> str:
+        return f"{self.prefix}:gateway:{gateway_id}"
 
     def conversation(self, conversation_id: str) -> str:
         return f"{self.prefix}:conv:{conversation_id}"

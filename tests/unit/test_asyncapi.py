@@ -221,6 +221,7 @@ SERIALISED: list[BaseModel] = [
     p.Pong(),
     p.ErrorFrame(run_id=RUN, code=ErrorCode.RUN_NOT_FOUND, message="run not found"),
     p.RunStarted(**BASE, attempt=2),
+    p.RunRetrying(**BASE, attempt=2, reason="worker_shutdown"),
     p.Retrieval(**BASE, sources=[p.Source(id="d", title="T", snippet="S")]),
     p.TokenEvent(**BASE, text="hi"),
     p.RunCompleted(**BASE, content="done", usage=p.Usage(prompt_tokens=3, completion_tokens=4)),
@@ -258,6 +259,8 @@ def test_spliced_event_validates_against_its_doc_schema() -> None:
         ("StopFrame", {"type": "stop", "run_id": "a b"}),
         ("RunState", {"type": "run.state", "run_id": RUN, "status": "running"}),
         ("TokenEvent", {**BASE, "type": "token"}),
+        ("RunRetrying", {**BASE, "type": "run.retrying"}),
+        ("RunRetrying", {**BASE, "type": "run.retrying", "attempt": 2, "reason": "bored"}),
         ("RunFailed", {**BASE, "type": "run.failed", "error": {"code": "x"}}),
     ],
 )
@@ -277,7 +280,9 @@ def doc_examples() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-@pytest.mark.parametrize(("message_id", "payload"), doc_examples(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("message_id", "payload"), doc_examples(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_doc_examples_are_valid_frames(message_id: str, payload: dict[str, Any]) -> None:
     message = doc()["components"]["messages"][message_id]
     name, _ = payload_schema(message)
@@ -322,3 +327,34 @@ def test_protocol_md_documents_every_frame_type(kind: str) -> None:
 def test_errors_md_or_tree_mentions_every_code(code: ErrorCode) -> None:
     text = (DOCS / "errors.md").read_text(encoding="utf-8")
     assert code.value in text or (code.value.startswith("llm_") and "llm_*" in text)
+
+
+def test_errors_md_tree_matches_shared_errors() -> None:
+    """Every ChatgwError subclass is in the tree, under its real parent, with its real code."""
+    import shared.errors as errors
+
+    text = (DOCS / "errors.md").read_text(encoding="utf-8")
+    start = text.index("```text")
+    tree = text[start : text.index("```", start + 3)]
+    classes = {
+        name: obj
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, errors.ChatgwError)
+    }
+    stack: list[tuple[int, str]] = [(-1, "Exception")]
+    listed = set()
+    for line in tree.splitlines():
+        match = re.search(r"[└├]── (\w+)\s+code = (\S+)", line)
+        if not match:
+            continue
+        name, code = match.groups()
+        depth = match.start()
+        while stack[-1][0] >= depth:
+            stack.pop()
+        cls = classes[name]
+        assert cls.__bases__[0].__name__ == stack[-1][1], f"{name} is drawn under the wrong parent"
+        if not code.startswith("("):
+            assert code == cls.code.value, f"{name} carries {cls.code.value}, not {code}"
+        stack.append((depth, name))
+        listed.add(name)
+    assert listed == set(classes)

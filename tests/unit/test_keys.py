@@ -13,12 +13,18 @@ PREFIXES = ["chatgw", "test-1", "a", "x.y_z-9", "p" * 64]
 RUN_IDS = [uuid.UUID(int=1).hex, uuid.uuid4().hex, "run_1", "A-b_c", "r" * 64]
 
 
-def all_keys(keys: Keys, run_id: str = "r1", conversation_id: str = "c1", worker_id: str = "w1") -> list[str]:
+def all_keys(
+    keys: Keys, run_id: str = "r1", conversation_id: str = "c1", worker_id: str = "w1", user: str = "u1"
+) -> list[str]:
     return [
         keys.run(run_id),
         keys.run_log(run_id),
         keys.run_channel(run_id),
         keys.conversation(conversation_id),
+        keys.user_runs(user),
+        keys.user_sockets(user),
+        keys.user_rate(user),
+        keys.leases(),
         keys.control_channel(),
         keys.worker(worker_id),
         keys.workers_pattern(),
@@ -28,11 +34,15 @@ def all_keys(keys: Keys, run_id: str = "r1", conversation_id: str = "c1", worker
 
 def test_layout_matches_the_documented_table() -> None:
     keys = Keys("P")
-    assert all_keys(keys, "R", "C", "W") == [
+    assert all_keys(keys, "R", "C", "W", "U") == [
         "P:run:R",
         "P:run:R:log",
         "P:run:R:events",
         "P:conv:C",
+        "P:user:U:runs",
+        "P:user:U:sockets",
+        "P:user:U:rate",
+        "P:runs:leases",
         "P:control",
         "P:workers:W",
         "P:workers:*",
@@ -48,7 +58,7 @@ def test_every_key_starts_with_the_prefix(prefix: str) -> None:
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_keys_of_one_run_are_distinct(prefix: str) -> None:
-    keys = all_keys(Keys(prefix), run_id="same", conversation_id="same", worker_id="same")
+    keys = all_keys(Keys(prefix), run_id="same", conversation_id="same", worker_id="same", user="same")
     assert len(set(keys)) == len(keys)
 
 
@@ -66,6 +76,9 @@ def test_distinct_conversations_and_workers_get_distinct_keys() -> None:
     keys = Keys("chatgw")
     assert keys.conversation("c1") != keys.conversation("c2")
     assert keys.worker("w1") != keys.worker("w2")
+    assert keys.user_runs("alice") != keys.user_runs("bob")
+    assert keys.user_sockets("alice") != keys.user_sockets("bob")
+    assert keys.user_rate("alice") != keys.user_rate("bob")
 
 
 def test_distinct_prefixes_never_share_a_key() -> None:

@@ -196,9 +196,21 @@ BAD_FRAMES: list[tuple[str, dict[str, Any], str]] = [
     ("chat empty content", {"type": "chat", "content": ""}, "content"),
     ("chat content not a string", {"type": "chat", "content": 5}, "content"),
     ("chat content is a list", {"type": "chat", "content": ["hi"]}, "content"),
-    ("chat bad conversation_id", {"type": "chat", "content": "hi", "conversation_id": "a b"}, "conversation_id"),
-    ("chat empty conversation_id", {"type": "chat", "content": "hi", "conversation_id": ""}, "conversation_id"),
-    ("chat conversation_id is an int", {"type": "chat", "content": "hi", "conversation_id": 7}, "conversation_id"),
+    (
+        "chat bad conversation_id",
+        {"type": "chat", "content": "hi", "conversation_id": "a b"},
+        "conversation_id",
+    ),
+    (
+        "chat empty conversation_id",
+        {"type": "chat", "content": "hi", "conversation_id": ""},
+        "conversation_id",
+    ),
+    (
+        "chat conversation_id is an int",
+        {"type": "chat", "content": "hi", "conversation_id": 7},
+        "conversation_id",
+    ),
     ("chat extra field", {"type": "chat", "content": "hi", "contnet": "typo"}, "contnet"),
     ("chat id not a string", {"type": "chat", "content": "hi", "id": 5}, "id"),
     ("chat id too long", {"type": "chat", "content": "hi", "id": "x" * 129}, "id"),
@@ -321,14 +333,22 @@ SERVER_FRAMES: list[p._ServerFrame] = [
     p.Pong(id="p-1"),
     p.ErrorFrame(code=ErrorCode.BAD_JSON, message="frame is not valid JSON"),
     p.ErrorFrame(id="r-1", run_id=RUN, code=ErrorCode.RUN_NOT_FOUND, message="run not found"),
+    p.ErrorFrame(id="c-1", code=ErrorCode.RATE_LIMITED, message="slow down", retry_after_ms=1500),
     p.RunStarted(**EVENT_BASE),
     p.RunStarted(**EVENT_BASE, attempt=2),
+    p.RunRetrying(**EVENT_BASE, attempt=2),
+    p.RunRetrying(**EVENT_BASE, attempt=3, reason="worker_shutdown"),
     p.Retrieval(**EVENT_BASE, sources=[]),
-    p.Retrieval(**EVENT_BASE, sources=[p.Source(id="d1", title="Doc", snippet="…"), p.Source(id="d2", title="", snippet="")]),
+    p.Retrieval(
+        **EVENT_BASE,
+        sources=[p.Source(id="d1", title="Doc", snippet="…"), p.Source(id="d2", title="", snippet="")],
+    ),
     p.TokenEvent(**EVENT_BASE, text="héllo "),
     p.TokenEvent(**EVENT_BASE, text=""),
     p.RunCompleted(**EVENT_BASE, content="the answer"),
-    p.RunCompleted(**EVENT_BASE, content="the ans", usage=p.Usage(prompt_tokens=10, completion_tokens=3), truncated=True),
+    p.RunCompleted(
+        **EVENT_BASE, content="the ans", usage=p.Usage(prompt_tokens=10, completion_tokens=3), truncated=True
+    ),
     p.RunStopped(**EVENT_BASE, content=""),
     p.RunStopped(**EVENT_BASE, content="partial"),
     p.RunFailed(**EVENT_BASE, error=p.ErrorInfo(code=ErrorCode.LLM_TIMEOUT, message="timed out")),
@@ -416,6 +436,18 @@ def test_error_frame(ref: str | None, run_id: str | None, expected: dict[str, st
     assert isinstance(p.parse_server_frame(text), p.ErrorFrame)
 
 
+def test_error_frame_carries_retry_after_ms_only_when_given() -> None:
+    wire = json.loads(p.error_frame(ErrorCode.RATE_LIMITED, "slow down", ref="c-1", retry_after_ms=250))
+    assert wire == {
+        "type": "error",
+        "id": "c-1",
+        "code": "rate_limited",
+        "message": "slow down",
+        "retry_after_ms": 250,
+    }
+    assert "retry_after_ms" not in json.loads(p.error_frame(ErrorCode.RATE_LIMITED, "slow down"))
+
+
 def test_error_frame_from_a_protocol_error() -> None:
     err = parse_error(frame(type="chat", id="c-1"))
     wire = json.loads(p.error_frame(err.code, err.message, ref=err.ref))
@@ -428,9 +460,15 @@ def test_error_frame_from_a_protocol_error() -> None:
 EVENT_CASES: list[tuple[str, dict[str, Any], type[p._ServerFrame]]] = [
     ("run.started", {"attempt": 2}, p.RunStarted),
     ("run.started", {}, p.RunStarted),
+    ("run.retrying", {"attempt": 2, "reason": "worker_lost"}, p.RunRetrying),
+    ("run.retrying", {"attempt": 3, "reason": "worker_shutdown"}, p.RunRetrying),
     ("retrieval", {"sources": [{"id": "d1", "title": "T", "snippet": "S"}]}, p.Retrieval),
     ("token", {"text": "hel"}, p.TokenEvent),
-    ("run.completed", {"content": "all", "usage": {"prompt_tokens": 1, "completion_tokens": 2}}, p.RunCompleted),
+    (
+        "run.completed",
+        {"content": "all", "usage": {"prompt_tokens": 1, "completion_tokens": 2}},
+        p.RunCompleted,
+    ),
     ("run.completed", {"content": "all", "truncated": True}, p.RunCompleted),
     ("run.stopped", {"content": "part"}, p.RunStopped),
     ("run.failed", {"error": {"code": "worker_lost", "message": "gone"}}, p.RunFailed),
@@ -439,8 +477,10 @@ EVENT_CASES: list[tuple[str, dict[str, Any], type[p._ServerFrame]]] = [
 
 def test_event_cases_cover_every_event_type() -> None:
     covered = {kind for kind, _, _ in EVENT_CASES}
-    assert covered == {m.model_fields["type"].default for m in server_frame_models() if "seq" in m.model_fields}
-    assert p.TERMINAL_EVENT_TYPES <= covered
+    assert covered == {
+        m.model_fields["type"].default for m in server_frame_models() if "seq" in m.model_fields
+    }
+    assert covered >= p.TERMINAL_EVENT_TYPES
 
 
 @pytest.mark.parametrize(("kind", "fields", "model"), EVENT_CASES, ids=[c[0] for c in EVENT_CASES])
@@ -502,7 +542,7 @@ def test_peek_event_rejects_what_is_not_a_stored_event(raw: str) -> None:
 def test_terminal_sets_agree() -> None:
     assert set(p.EVENT_STATUS) == p.TERMINAL_EVENT_TYPES
     assert set(p.EVENT_STATUS.values()) == p.TERMINAL_STATUSES == {"completed", "stopped", "failed"}
-    assert p.TERMINAL_STATUSES < set(p.RunStatus.__args__)  # type: ignore[attr-defined]
+    assert set(p.RunStatus.__args__) > p.TERMINAL_STATUSES  # type: ignore[attr-defined]
 
 
 def test_run_state_statuses() -> None:
