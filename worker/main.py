@@ -24,7 +24,7 @@ def build_worker_broker(settings: Settings) -> tuple[RedisBroker, RuntimeMiddlew
     runtime = RuntimeMiddleware(settings)
     broker = make_broker(
         settings,
-        middleware=[TimeLimit(), ShutdownNotifications(), Retries(max_retries=0), runtime, AsyncIO()],
+        middleware=[TimeLimit(), ShutdownNotifications(), Retries(max_retries=0), AsyncIO(), runtime],
     )
     declare_actors(broker, runtime, settings)
     broker.declare_queue(RUN_QUEUE)

@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 class RuntimeMiddleware(dramatiq.Middleware):
     """Builds the WorkerRuntime on the AsyncIO middleware's event loop at boot; closes it at shutdown.
 
-    Must come *before* ``dramatiq.middleware.AsyncIO`` in the broker's middleware list: the runtime is
-    built in ``after_worker_boot`` (the loop exists by then) and closed in ``after_worker_shutdown``,
-    which must run before AsyncIO's stops the loop — and in-flight runs have finished by then.
+    Must come *after* ``dramatiq.middleware.AsyncIO`` in the broker's middleware list. Dramatiq runs
+    ``before_*`` hooks in list order and ``after_*`` hooks in reverse, so the runtime is built in
+    ``before_worker_boot`` once the loop exists — before any worker thread can take a message — and
+    closed in ``after_worker_shutdown`` before AsyncIO stops the loop.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -34,7 +35,7 @@ class RuntimeMiddleware(dramatiq.Middleware):
             raise RuntimeError("the worker runtime is used before worker boot")
         return self._runtime
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
         loop_thread = get_event_loop_thread()
         if loop_thread is None:
             raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
