@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 from pathlib import Path
 
+import orjson
 from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from client import ResilientClient
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.failures import assert_run_invariants
 from tests.integration.stack import Stack, wait_for
 
@@ -46,7 +52,9 @@ async def test_worker_sigkill_mid_run_is_retried_visibly(redis_url: str, tmp_pat
 
 
 async def test_worker_lost_too_often_fails_the_run(redis_url: str, tmp_path: Path) -> None:
-    stack = Stack(redis_url, tmp_path, CHATGW_OFFLINE_TOKEN_DELAY_MS="40", CHATGW_MAX_ATTEMPTS="2", **FAST_LEASES)
+    stack = Stack(
+        redis_url, tmp_path, CHATGW_OFFLINE_TOKEN_DELAY_MS="40", CHATGW_MAX_ATTEMPTS="2", **FAST_LEASES
+    )
     try:
         gateway = stack.start_gateway()
         async with ResilientClient([gateway.url], "dev:alice") as client:
@@ -165,7 +173,11 @@ async def test_gateway_sigterm_drains_with_1012(redis_url: str, tmp_path: Path) 
 
 async def test_worker_sigterm_finishes_or_hands_back(redis_url: str, tmp_path: Path) -> None:
     stack = Stack(
-        redis_url, tmp_path, CHATGW_OFFLINE_TOKEN_DELAY_MS="60", CHATGW_WORKER_SHUTDOWN_GRACE_S="0.5", **FAST_LEASES
+        redis_url,
+        tmp_path,
+        CHATGW_OFFLINE_TOKEN_DELAY_MS="60",
+        CHATGW_WORKER_SHUTDOWN_GRACE_S="0.5",
+        **FAST_LEASES,
     )
     try:
         leaving = stack.start_worker()
@@ -186,27 +198,50 @@ async def test_worker_sigterm_finishes_or_hands_back(redis_url: str, tmp_path: P
 
 
 async def test_slow_client_is_disconnected_and_resumes(redis_url: str, tmp_path: Path) -> None:
-    stack = Stack(
-        redis_url,
-        tmp_path,
-        CHATGW_OFFLINE_TOKEN_DELAY_MS="0",
-        CHATGW_OFFLINE_MAX_TOKENS="20000",
-        CHATGW_MAX_RUN_TOKENS="20000",
-        CHATGW_OUTBOUND_QUEUE_SIZE="16",
-    )
-    try:
-        stack.start_worker()
-        gateway = stack.start_gateway()
-        async with ResilientClient([gateway.url], "dev:alice") as client:
-            run_id = (await client.chat("flood me " + "word " * 50))["run_id"]
-            # Stop reading: the event loop is blocked, so TCP buffers and then the queue fill up.
-            await asyncio.sleep(0)
-            import time
-
-            time.sleep(3)
-            run = await client.wait(run_id, timeout=60)
-            assert 4008 in client.close_codes
-        assert_run_invariants(run.events)
-        assert run.terminal is not None and run.terminal["type"] == "run.completed"
-    finally:
-        stack.stop()
+    tokens = 15000  # x3 runs, ~150 bytes an event: more than the kernel's socket buffers hold
+    with FakeOpenAIServer("--delay", "0", "--tokens", str(tokens)) as llm:
+        stack = Stack(
+            redis_url,
+            tmp_path,
+            CHATGW_LLM="openai",
+            CHATGW_LLM_BASE_URL=llm.base_url,
+            CHATGW_LLM_MODEL="fake",
+            CHATGW_LLM_API_KEY="test",
+            CHATGW_LLM_MAX_TOKENS=str(tokens + 10),
+            CHATGW_MAX_RUN_TOKENS=str(tokens + 10),
+            CHATGW_OUTBOUND_QUEUE_SIZE="64",
+        )
+        try:
+            stack.start_worker()
+            gateway = stack.start_gateway()
+            # A client with a tiny receive buffer that reads nothing for a while.
+            sock = socket.create_connection(("127.0.0.1", gateway.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow = await connect(
+                gateway.url, sock=sock, additional_headers={"Authorization": "Bearer dev:alice"}, max_queue=1
+            )
+            for i in range(3):
+                await slow.send(orjson.dumps({"type": "chat", "content": f"flood {i}"}).decode())
+            wait_for(lambda: "slow consumer" in gateway.output(), 60, what="the gateway giving up on us")
+            run_ids: list[str] = []
+            seen: dict[str, int] = {}
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    frame = orjson.loads(await asyncio.wait_for(slow.recv(), 30))
+                    if frame["type"] == "run.accepted":
+                        run_ids.append(frame["run_id"])
+                    elif "seq" in frame:
+                        assert frame["seq"] == seen.get(frame["run_id"], 0) + 1
+                        seen[frame["run_id"]] = frame["seq"]
+            assert slow.close_code == 4008, slow.close_code
+            assert len(run_ids) == 3
+            async with ResilientClient([gateway.url], "dev:alice") as client:
+                runs = [client.follow(run_id, after_seq=seen.get(run_id, 0)) for run_id in run_ids]
+                for run in runs:
+                    await client.wait(run.run_id, timeout=90)
+            for run in runs:
+                assert run.events[0]["seq"] == seen.get(run.run_id, 0) + 1
+                assert run.terminal is not None and run.terminal["type"] == "run.completed"
+                assert len(run.terminal["content"].split()) == tokens
+        finally:
+            stack.stop()
