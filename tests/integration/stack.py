@@ -113,6 +113,9 @@ class Stack:
                 "CHATGW_KEY_PREFIX": self.prefix,
                 "CHATGW_OFFLINE_TOKEN_DELAY_MS": "5",
                 "CHATGW_LOG_LEVEL": "info",
+                # Per-stack files: tests never share conversation memory or an index by accident.
+                "CHATGW_CHECKPOINT_PATH": str(self.log_dir / "checkpoints.sqlite"),
+                "CHATGW_INDEX_PATH": str(self.log_dir / "index"),
                 "PYTHONPATH": str(ROOT),
                 **self.settings,
                 **extra,
