@@ -46,7 +46,11 @@ def violations_of(events: list[dict[str, Any]]) -> list[str]:
             tokens = []
         elif event["type"] == "token":
             tokens.append(event["text"])
-    if events and events[-1]["type"] in {"run.completed", "run.stopped"} and events[-1]["content"] != "".join(tokens):
+    if (
+        events
+        and events[-1]["type"] in {"run.completed", "run.stopped"}
+        and events[-1]["content"] != "".join(tokens)
+    ):
         problems.append("content differs from the last attempt's tokens")
     return problems
 
@@ -177,7 +181,9 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--gateways", type=int, default=2)
