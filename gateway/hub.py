@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -71,15 +72,36 @@ class PubSubHub:
         first = not listeners
         listeners.add(listener)
         if first:
-            assert self._pubsub is not None
-            try:
-                await self._pubsub.subscribe(self._keys.run_channel(run_id))
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                # The reader resubscribes every known channel once Redis is back, and the
-                # confirmation triggers the log read; until then the listener just waits.
-                log.warning("subscribe to run %s deferred: Redis unreachable", run_id)
+            await self._subscribe_channel(run_id)
         elif run_id in self._confirmed:
             listener.on_subscribed()
+
+    async def _subscribe_channel(self, run_id: str) -> None:
+        assert self._pubsub is not None
+        try:
+            await self._pubsub.subscribe(self._keys.run_channel(run_id))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # redis-py only remembers (and resubscribes after a reconnect) channels whose SUBSCRIBE
+            # went through, so keep trying; the confirmation then triggers the listeners' log read.
+            log.warning("subscribe to run %s deferred: Redis unreachable", run_id)
+            self._spawn(self._retry_subscribe(run_id))
+
+    async def _retry_subscribe(self, run_id: str) -> None:
+        delay = 0.1
+        while run_id in self._listeners and run_id not in self._confirmed:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if run_id not in self._listeners or run_id in self._confirmed:
+                return
+            assert self._pubsub is not None
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                await self._pubsub.subscribe(self._keys.run_channel(run_id))
+                return
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def unsubscribe(self, run_id: str, listener: HubListener) -> None:
         listeners = self._listeners.get(run_id)
@@ -96,9 +118,7 @@ class PubSubHub:
 
     def discard_later(self, run_id: str, listener: HubListener) -> None:
         """Unsubscribe from synchronous code (a listener that just saw its run end)."""
-        task = asyncio.get_running_loop().create_task(self.unsubscribe(run_id, listener))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.unsubscribe(run_id, listener))
 
     async def _read_forever(self) -> None:
         assert self._pubsub is not None
