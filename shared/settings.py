@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     # Worker.
     worker_concurrency: int = Field(16, ge=1, le=1024, description="Runs one worker process serves at once.")
     worker_shutdown_grace_s: float = Field(30.0, ge=0)
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics here.")
 
     # Agent.
     llm: Literal["offline", "openai"] = "offline"

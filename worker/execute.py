@@ -10,6 +10,7 @@ from shared.errors import AgentError, ErrorCode, StoreUnavailable
 from shared.protocol import Source
 from shared.runstore import Claim
 from worker.agent.graph import stream_agent
+from worker.agent.memory import record_partial_turn
 from worker.emitter import RunEmitter, RunLost
 from worker.runtime import WorkerRuntime
 
@@ -35,7 +36,9 @@ async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
         return
     rt.attempts[run_id] = claim.attempt
     try:
-        await _execute_claimed(rt, claim)
+        with rt.metrics.duration.time():
+            outcome = await _execute_claimed(rt, claim)
+        rt.metrics.runs.labels(outcome).inc()
     finally:
         rt.attempts.pop(run_id, None)
 
@@ -44,7 +47,8 @@ class TokenBudgetReached(Exception):
     """CHATGW_MAX_RUN_TOKENS tokens were sent: the run completes, marked truncated."""
 
 
-async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> None:
+async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
+    """Returns the outcome: the terminal event written, or 'abandoned' (the run went elsewhere)."""
     run_id = claim.run_id
     emitter = RunEmitter(rt.store, claim)
     tokens: list[str] = []
@@ -56,13 +60,14 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> None:
     async def on_token(text: str) -> None:
         tokens.append(text)
         await emitter.emit("token", {"text": text})
+        rt.metrics.tokens.inc()
         if len(tokens) >= max_tokens:
             raise TokenBudgetReached  # ends the agent (and its upstream request) right here
 
     try:
         await emitter.emit("run.started", {"attempt": claim.attempt})
     except RunLost:
-        return
+        return "abandoned"
     agent = asyncio.create_task(
         stream_agent(
             rt.graph,
@@ -85,12 +90,34 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> None:
             terminal = _failure(ErrorCode.RUN_TIMEOUT, f"the run exceeded {rt.settings.run_timeout_s:g} s")
         elif agent.cancelled():
             terminal = ("run.stopped", {"content": "".join(tokens)})
+            # Only a user's stop ends the turn: a run cancelled for hand-back or a lost lease runs again
+            # elsewhere and must not leave a stopped copy of itself in the conversation.
+            try:
+                user_stop = await rt.store.stop_requested(run_id)
+            except Exception:
+                user_stop = False  # Redis is down; the terminal write below reports it
+            if user_stop:
+                # Before the terminal event, so the conversation's next turn sees it. Never raises.
+                await record_partial_turn(
+                    rt.graph,
+                    {"configurable": {"thread_id": claim.conversation_id}},
+                    claim.content,
+                    terminal[1]["content"],
+                )
         elif (exc := agent.exception()) is not None:
             if isinstance(exc, RunLost):
                 log.warning("run %s: %s; this attempt stops writing", run_id, exc)
-                return
+                return "abandoned"
             if isinstance(exc, TokenBudgetReached):
                 terminal = ("run.completed", {"content": "".join(tokens), "truncated": True})
+                # The graph never reached its own save: keep the (cut) answer in the conversation.
+                await record_partial_turn(
+                    rt.graph,
+                    {"configurable": {"thread_id": claim.conversation_id}},
+                    claim.content,
+                    terminal[1]["content"],
+                    stopped=False,
+                )
             else:
                 terminal = describe_failure(exc)
             if not isinstance(exc, AgentError | TokenBudgetReached):
@@ -113,6 +140,8 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> None:
         await emitter.emit(*terminal)
     except RunLost as exc:
         log.warning("run %s: terminal event refused (%s)", run_id, exc)
+        return "abandoned"
     except StoreUnavailable:
         log.error("run %s: could not write its terminal event; Redis unreachable", run_id)
         raise
+    return terminal[0].removeprefix("run.")

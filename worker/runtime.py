@@ -19,9 +19,13 @@ from shared.keys import Keys
 from shared.runqueue import RunQueue
 from shared.runstore import RunStore
 from shared.settings import Settings
+from worker.agent.embeddings import build_embedder
+from worker.agent.faiss_retriever import FaissRetriever
 from worker.agent.graph import build_graph
-from worker.agent.offline import OfflineChatModel
+from worker.agent.llm import build_chat_model
+from worker.agent.memory import open_checkpointer
 from worker.agent.retrieval import NullRetriever, Retriever
+from worker.metrics import WorkerMetrics
 from worker.supervision import hand_back, renew_leases, sweep_orphans
 
 log = logging.getLogger(__name__)
@@ -31,13 +35,16 @@ HEARTBEAT_TTL_S = 10
 
 
 def build_llm(settings: Settings) -> BaseChatModel:
-    return OfflineChatModel(
-        token_delay_s=settings.offline_token_delay_ms / 1000.0, max_tokens=settings.offline_max_tokens
-    )
+    # Once per worker process: the OpenAI client's connection pool is shared by all its runs, and a
+    # misconfigured model is a ConfigError here, at boot, not at the first chat.
+    return build_chat_model(settings)
 
 
 def build_retriever(settings: Settings) -> Retriever:
-    return NullRetriever()
+    """FAISS over CHATGW_INDEX_PATH; ConfigError (the worker does not start) on an embedder mismatch."""
+    if settings.retrieval_k == 0:
+        return NullRetriever()
+    return FaissRetriever(settings.index_path, build_embedder(settings))
 
 
 @dataclass
@@ -51,7 +58,9 @@ class WorkerRuntime:
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)  # run_id -> the attempt running here
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _memory: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)  # checkpointer
 
     @classmethod
     async def create(cls, settings: Settings, runs: RunQueue) -> WorkerRuntime:
@@ -60,8 +69,20 @@ class WorkerRuntime:
         store = RunStore(
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
-        graph = build_graph(build_llm(settings), build_retriever(settings))
+        # Conversation memory, shared by every worker: any of them can continue any conversation.
+        memory = contextlib.AsyncExitStack()
+        checkpointer = await memory.enter_async_context(open_checkpointer(settings))
+        graph = build_graph(
+            build_llm(settings),
+            build_retriever(settings),
+            checkpointer=checkpointer,
+            history_budget_chars=settings.history_budget_chars,
+        )
         runtime = cls(settings=settings, keys=keys, redis=redis, store=store, graph=graph, runs=runs)
+        runtime._memory = memory
+        runtime.metrics.active.set_function(lambda: len(runtime.active))
+        if settings.worker_metrics_port is not None:
+            runtime.metrics.serve(settings.worker_metrics_port)
         runtime._background = [
             asyncio.create_task(runtime._listen_for_stops(), name="stop-listener"),
             asyncio.create_task(runtime._heartbeat(), name="heartbeat"),
@@ -77,6 +98,10 @@ class WorkerRuntime:
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(self.keys.worker(self.worker_id))
         await self.redis.aclose()
+        try:
+            await self._memory.aclose()  # runs have ended by now: nothing writes to the checkpointer
+        except Exception:
+            log.warning("closing the conversation store failed", exc_info=True)
 
     def cancel_run(self, run_id: str) -> bool:
         task = self.active.get(run_id)

@@ -38,6 +38,7 @@ async def sweep_orphans(rt: WorkerRuntime) -> int:
         if outcome in ("retry", "resend"):
             log.warning("run %s: worker lost; %s", run_id, "retrying" if outcome == "retry" else "re-sending")
             await rt.runs.enqueue(run_id)
+            rt.metrics.requeued.labels(outcome).inc()
         elif outcome == "failed":
             log.error("run %s: worker lost too many times; failed", run_id)
         handled += outcome in ("retry", "resend", "failed")
@@ -57,6 +58,7 @@ async def hand_back(rt: WorkerRuntime) -> None:
             )
             if outcome in ("retry", "resend"):
                 await rt.runs.enqueue(run_id)
+                rt.metrics.requeued.labels("hand_back").inc()
             log.info("run %s handed back (%s)", run_id, outcome)
         except StoreUnavailable:
             # Its lease will expire and a sweeper elsewhere will do the same.
