@@ -16,6 +16,7 @@ from shared.keys import RUN_QUEUE
 from shared.settings import Settings
 from worker.actors import declare_actors
 from worker.middleware import RuntimeMiddleware
+from worker.runtime import build_llm
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def build_worker_broker(settings: Settings) -> tuple[RedisBroker, RuntimeMiddlew
 
 
 def run_worker(settings: Settings) -> None:
+    build_llm(settings)  # a misconfigured LLM fails here, with a clear ConfigError, before anything runs
     broker, _ = build_worker_broker(settings)
     worker = Worker(broker, worker_threads=settings.worker_concurrency, worker_timeout=100)
     stop = threading.Event()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from typing import Any
 
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
+from shared.errors import ConfigError
 from shared.runqueue import RunQueue
 from shared.settings import Settings
 from worker.runtime import WorkerRuntime
@@ -39,7 +42,14 @@ class RuntimeMiddleware(dramatiq.Middleware):
         loop_thread = get_event_loop_thread()
         if loop_thread is None:
             raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
-        self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings, RunQueue(broker)))
+        try:
+            self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings, RunQueue(broker)))
+        except Exception as exc:
+            # Dramatiq would log this and start consuming anyway, taking runs it cannot serve. Nothing
+            # is in flight yet, so leave now, loudly.
+            log.critical("worker cannot start: %s", exc, exc_info=not isinstance(exc, ConfigError))
+            print(f"chatgw worker: {exc}", file=sys.stderr, flush=True)
+            os._exit(2)
         log.info(
             "worker %s ready (concurrency %d)", self._runtime.worker_id, self.settings.worker_concurrency
         )

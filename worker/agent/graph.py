@@ -18,17 +18,20 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
 from shared.protocol import Source
+from worker.agent.llm import check_finished, system_prompt_of, translate_llm_error
+from worker.agent.memory import DEFAULT_HISTORY_BUDGET_CHARS, select_history
 from worker.agent.offline import format_context
 from worker.agent.retrieval import Retriever
 
 RETRIEVE = "retrieve"
 GENERATE = "generate"
-MAX_HISTORY_MESSAGES = 20  # earlier turns a checkpointed conversation feeds back to the model
 
 SYSTEM_PROMPT = (
     "You are chatgw's assistant. Answer the user's question from the context below and say so when "
     "it does not contain the answer. Each context line is: id<TAB>title<TAB>snippet."
 )
+
+CONTEXT_FORMAT = "Each context line is: id<TAB>title<TAB>snippet."
 
 
 class AgentState(TypedDict, total=False):
@@ -50,15 +53,29 @@ class AgentResult:
 
 
 def build_messages(
-    question: str, sources: Sequence[Source], history: Sequence[BaseMessage] | None = None
+    question: str,
+    sources: Sequence[Source],
+    history: Sequence[BaseMessage] | None = None,
+    *,
+    system_prompt: str | None = None,
 ) -> list[BaseMessage]:
-    """System prompt with the context block, earlier turns, then the question (last, as models expect)."""
-    system = SystemMessage(content=f"{SYSTEM_PROMPT}\n{format_context(sources)}")
+    """System prompt with the context block, earlier turns, then the question (last, as models expect).
+
+    ``system_prompt`` (CHATGW_SYSTEM_PROMPT) replaces the default instructions; the line describing
+    the context format is kept, since the operator's prompt cannot know it.
+    """
+    instructions = SYSTEM_PROMPT if system_prompt is None else f"{system_prompt}\n{CONTEXT_FORMAT}"
+    system = SystemMessage(content=f"{instructions}\n{format_context(sources)}")
     return [system, *(history or ()), HumanMessage(content=question)]
 
 
 def build_graph(
-    llm: BaseChatModel, retriever: Retriever, k: int = 3, checkpointer: Checkpointer = None
+    llm: BaseChatModel,
+    retriever: Retriever,
+    k: int = 3,
+    checkpointer: Checkpointer = None,
+    *,
+    history_budget_chars: int = DEFAULT_HISTORY_BUDGET_CHARS,
 ) -> AgentGraph:
     async def retrieve(state: AgentState) -> dict[str, Any]:
         sources = await retriever.retrieve(state["question"], k)
@@ -66,9 +83,18 @@ def build_graph(
 
     async def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         sources = [Source.model_validate(s) for s in state.get("sources", [])]
-        history = state.get("messages", [])[-MAX_HISTORY_MESSAGES:]
-        # Passing config on keeps the callbacks that feed stream_mode="messages" attached to the model.
-        reply = await llm.ainvoke(build_messages(state["question"], sources, history), config)
+        # Earlier turns only (this turn's messages are added when we return), trimmed to the budget.
+        history = select_history(state.get("messages", []), history_budget_chars)
+        messages = build_messages(state["question"], sources, history, system_prompt=system_prompt_of(llm))
+        try:
+            # Passing config on keeps the callbacks that feed stream_mode="messages" attached to the model.
+            reply = await llm.ainvoke(messages, config)
+        except Exception as exc:
+            # Model-client errors enter our code here: they become AgentError(llm_*) for run.failed.
+            if (error := translate_llm_error(exc)) is None:
+                raise
+            raise error from exc
+        check_finished(reply)
         return {"answer": reply.text, "messages": [HumanMessage(content=state["question"]), reply]}
 
     builder = StateGraph(AgentState)

@@ -22,6 +22,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field
 
 from shared.protocol import Source
+from worker.agent.memory import STOPPED_SUFFIX
 
 CONTEXT_START = "<context>"
 CONTEXT_END = "</context>"
@@ -29,6 +30,7 @@ _TOKEN_RE = re.compile(r"\S+\s*")
 _WS_RE = re.compile(r"\s+")
 _QUOTE_WORDS = 40  # long questions are quoted only in part
 _SNIPPET_WORDS = 30
+_EARLIER_WORDS = 12
 
 
 def _flat(text: str) -> str:
@@ -61,12 +63,32 @@ def _words(text: str, limit: int) -> str:
     return " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
 
 
-def compose_answer(question: str, sources: Sequence[Source]) -> str:
-    """The full (untruncated) answer: a pure function of the question and the sources."""
+def previous_turn(messages: Sequence[BaseMessage]) -> tuple[str, bool] | None:
+    """The question of the turn before the current one and whether its answer was interrupted."""
+    humans = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
+    if len(humans) < 2:
+        return None
+    start, end = humans[-2], humans[-1]
+    # Judged from the text, the only thing a real model would see of it.
+    interrupted = any(
+        isinstance(m, AIMessage) and m.text.endswith(STOPPED_SUFFIX) for m in messages[start:end]
+    )
+    return messages[start].text, interrupted
+
+
+def compose_answer(question: str, sources: Sequence[Source], earlier: tuple[str, bool] | None = None) -> str:
+    """The full (untruncated) answer: a pure function of the question, the sources and the previous turn.
+
+    ``earlier`` (see :func:`previous_turn`) is mentioned, so conversation memory is visible offline.
+    """
     q = _flat(question)
     if not q:
         return "I did not receive a question. Send a message and I will answer it."
     lead = f'You asked: "{_words(q, _QUOTE_WORDS)}".'
+    if earlier is not None:
+        previous, interrupted = earlier
+        lead += f' Earlier you asked: "{_words(_flat(previous), _EARLIER_WORDS)}"'
+        lead += " (my answer was interrupted)." if interrupted else "."
     if not sources:
         return (
             f"{lead} I am chatgw's offline model and no documents matched your question, "
@@ -105,7 +127,7 @@ class OfflineChatModel(BaseChatModel):
         """The answer's tokens (at most ``max_tokens``) and whether the answer was cut short."""
         question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
         sources = [s for m in messages if isinstance(m, SystemMessage) for s in parse_context(m.text)]
-        tokens = _TOKEN_RE.findall(compose_answer(question, sources))
+        tokens = _TOKEN_RE.findall(compose_answer(question, sources, previous_turn(messages)))
         if len(tokens) <= self.max_tokens:
             return tokens, False
         tokens = tokens[: self.max_tokens]
