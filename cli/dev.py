@@ -11,6 +11,8 @@ import urllib.request
 from types import FrameType
 
 from cli.embedded_redis import EmbeddedRedis
+from cli.ingest import ensure_sample_index
+from shared.errors import ChatgwError
 from shared.settings import Settings
 
 
@@ -29,7 +31,22 @@ def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: f
     return False
 
 
+def _ensure_index(settings: Settings) -> None:
+    """First run: ingest the bundled sample corpus so answers come with sources out of the box."""
+    try:
+        report = ensure_sample_index(settings)
+    except ChatgwError as exc:  # e.g. an embeddings endpoint that is down: start anyway, without sources
+        print(f"chatgw dev: could not ingest the sample corpus ({exc.message}); answers have no sources")
+        return
+    if report is not None:
+        print(
+            f"chatgw dev: no index at {settings.index_path}; ingested the sample corpus "
+            f"({len(report.added)} files, {report.chunks_total} chunks, {report.seconds:.1f} s)"
+        )
+
+
 def run_dev(settings: Settings) -> int:
+    _ensure_index(settings)
     embedded: EmbeddedRedis | None = None
     env = dict(os.environ)
     if settings.redis_url is None:

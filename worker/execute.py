@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -58,8 +59,18 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
         await emitter.emit("retrieval", {"sources": [s.model_dump() for s in sources]})
 
     async def on_token(text: str) -> None:
+        # A stop must not split a token: the write finishes even when the agent is cancelled
+        # meanwhile, so the stopped content is exactly the tokens in the log.
+        write = asyncio.ensure_future(emitter.emit("token", {"text": text}))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait({write})
+            if write.done() and not write.cancelled() and write.exception() is None:
+                tokens.append(text)
+            raise
         tokens.append(text)
-        await emitter.emit("token", {"text": text})
         rt.metrics.tokens.inc()
         if len(tokens) >= max_tokens:
             raise TokenBudgetReached  # ends the agent (and its upstream request) right here

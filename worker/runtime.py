@@ -75,6 +75,7 @@ class WorkerRuntime:
         graph = build_graph(
             build_llm(settings),
             build_retriever(settings),
+            k=settings.retrieval_k,
             checkpointer=checkpointer,
             history_budget_chars=settings.history_budget_chars,
         )

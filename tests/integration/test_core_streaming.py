@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from redis.asyncio import Redis
 
@@ -127,7 +128,7 @@ async def test_two_runs_stream_interleaved_on_one_socket(bare_stack: Stack) -> N
             assert t.terminal["content"] == t.text
         assert ta.text != tb.text
         order = [f["run_id"] for f in conn.wire if "seq" in f]
-        switches = sum(1 for x, y in zip(order, order[1:], strict=False) if x != y)
+        switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
         assert switches >= 4, f"runs did not overlap on the wire: {order}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import re
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 
 from client import ChatgwConnection, RunTranscript
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Gateway, Proc, Stack, wait_for
 
 SLOW_MS = "30"  # token delay that leaves a run in flight for about a second
 TERMINAL = frozenset({"run.completed", "run.stopped", "run.failed"})
@@ -24,6 +25,9 @@ class WireConnection(ChatgwConnection):
     def __init__(self, ws: Any) -> None:
         self.wire: list[dict[str, Any]] = []
         super().__init__(ws)
+
+    async def __aenter__(self) -> WireConnection:
+        return self
 
     async def _read(self) -> None:
         try:
@@ -41,7 +45,9 @@ class WireConnection(ChatgwConnection):
                 self.closed.set_result((self.ws.close_code, self.ws.close_reason or ""))
 
 
-async def connect(stack: Stack, user: str = "alice", *, gateway: int = 0, header_auth: bool = True) -> WireConnection:
+async def connect(
+    stack: Stack, user: str = "alice", *, gateway: int = 0, header_auth: bool = True
+) -> WireConnection:
     conn = await WireConnection.open(stack.gateways[gateway].url, f"dev:{user}", header_auth=header_auth)
     assert isinstance(conn, WireConnection)
     return conn
@@ -53,16 +59,24 @@ async def open_raw(stack: Stack, token: str | None = None, *, header_auth: bool 
     return conn
 
 
+def _worker_up(worker: Proc) -> bool:
+    return "ready (concurrency" in worker.output() or not worker.alive()
+
+
+def _gateway_up(gateway: Gateway) -> bool:
+    return gateway.ready() or not gateway.alive()
+
+
 def start(stack: Stack, *, workers: int = 1, gateways: int = 1, **settings: str) -> Stack:
     """Start processes with extra settings, in parallel (the stack fixtures start them one by one)."""
     stack.settings.update(settings)
     procs = [stack.start_worker(wait=False) for _ in range(workers)]
     gws = [stack.start_gateway(wait=False) for _ in range(gateways)]
     for w in procs:
-        wait_for(lambda w=w: "ready (concurrency" in w.output() or not w.alive(), timeout=30, what="worker boot")
+        wait_for(functools.partial(_worker_up, w), timeout=30, what="worker boot")
         assert w.alive(), w.output()
     for g in gws:
-        wait_for(lambda g=g: g.ready() or not g.alive(), timeout=30, what="gateway ready")
+        wait_for(functools.partial(_gateway_up, g), timeout=30, what="gateway ready")
         assert g.alive(), g.output()
     return stack
 
@@ -97,7 +111,9 @@ def no_more_events(conn: ChatgwConnection, run_id: str) -> bool:
     return queue is None or queue.empty()
 
 
-async def replay(conn: ChatgwConnection, run_id: str, after_seq: int = 0, timeout: float = 10.0) -> RunTranscript:
+async def replay(
+    conn: ChatgwConnection, run_id: str, after_seq: int = 0, timeout: float = 10.0
+) -> RunTranscript:
     await conn.resume(run_id, after_seq)
     return await conn.follow(run_id, timeout=timeout)
 

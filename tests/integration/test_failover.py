@@ -233,7 +233,9 @@ async def test_slow_client_is_disconnected_and_resumes(redis_url: str, tmp_path:
                     elif "seq" in frame:
                         assert frame["seq"] == seen.get(frame["run_id"], 0) + 1
                         seen[frame["run_id"]] = frame["seq"]
-            assert slow.close_code == 4008, slow.close_code
+            # 4008 when the close frame gets through; a client that reads nothing for seconds cannot
+            # receive it, and the gateway aborts the connection instead (1006). Either way: resume.
+            assert slow.close_code in (4008, 1006), slow.close_code
             assert len(run_ids) == 3
             async with ResilientClient([gateway.url], "dev:alice") as client:
                 runs = [client.follow(run_id, after_seq=seen.get(run_id, 0)) for run_id in run_ids]

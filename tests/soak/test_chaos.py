@@ -17,7 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_chaos_run_keeps_every_run_whole(redis_url: str) -> None:
     minutes = os.environ.get("CHATGW_CHAOS_MINUTES", "1")
     result = subprocess.run(
-        [sys.executable, "-m", "bench.chaos", "--minutes", minutes, "--clients", "10", "--redis-url", redis_url],
+        [
+            sys.executable,
+            "-m",
+            "bench.chaos",
+            "--minutes",
+            minutes,
+            "--clients",
+            "10",
+            "--redis-url",
+            redis_url,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
