@@ -36,13 +36,14 @@ class ClientError(Exception):
 @dataclass
 class FollowedRun:
     run_id: str
+    after_seq: int = 0  # where following started: events before it were seen elsewhere
     events: list[dict[str, Any]] = field(default_factory=list)
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def last_seq(self) -> int:
-        return int(self.events[-1]["seq"]) if self.events else 0
+        return int(self.events[-1]["seq"]) if self.events else self.after_seq
 
     @property
     def terminal(self) -> dict[str, Any] | None:
@@ -128,7 +129,7 @@ class ResilientClient:
         """Follow a run (e.g. one started in an earlier session) from ``after_seq``."""
         run = self.runs.get(run_id)
         if run is None:
-            run = self.runs[run_id] = FollowedRun(run_id)
+            run = self.runs[run_id] = FollowedRun(run_id, after_seq)
             if after_seq or self._ws is not None:
                 self._send_soon({"type": "resume", "run_id": run_id, "after_seq": after_seq})
         return run

@@ -23,6 +23,10 @@ class RunCursor:
     syncing: bool = True  # until the first log read completes, live events wait in `pending`
     finished: bool = False  # the terminal event has been delivered
     pending: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    # Live events that arrived while syncing but did not fit in `pending`: they are in the log, so
+    # their loss only means one more read. Keeps a long replay of a fast run in bounded memory.
+    max_pending: int = 1024
+    dropped: bool = False
 
     def judge(self, seq: int) -> Verdict:
         if seq <= self.last_seq:
@@ -37,7 +41,10 @@ class RunCursor:
             return [], False
         if self.syncing:
             if seq > self.last_seq:
-                self.pending[seq] = (raw, terminal)
+                if len(self.pending) < self.max_pending:
+                    self.pending[seq] = (raw, terminal)
+                else:
+                    self.dropped = True
             return [], False
         verdict = self.judge(seq)
         if verdict is Verdict.DELIVER:
@@ -48,14 +55,17 @@ class RunCursor:
             return [], True
         return [], False
 
-    def on_log(self, entries: list[tuple[int, str, bool]]) -> tuple[list[str], bool]:
-        """The result of a log read after ``last_seq``. Returns (frames to send, read again?)."""
+    def on_log(self, entries: list[tuple[int, str, bool]], *, more: bool = False) -> tuple[list[str], bool]:
+        """The result of a log read after ``last_seq`` (``more``: the page was full, the log may hold
+        more). Returns (frames to send, read again?)."""
         out: list[str] = []
         for seq, raw, terminal in entries:
             if self.finished:
                 break
             if self.judge(seq) is Verdict.DELIVER:
                 out.extend(self._accept(seq, raw, terminal))
+        if more and not self.finished:
+            return out, True
         # Live events that arrived while reading may continue where the log stopped.
         while not self.finished and (self.last_seq + 1) in self.pending:
             raw, terminal = self.pending.pop(self.last_seq + 1)
@@ -65,7 +75,11 @@ class RunCursor:
         if self.finished:
             self.pending.clear()
             self.syncing = False
+            self.dropped = False
             return out, False
+        if self.dropped:
+            self.dropped = False
+            return out, True
         if self.pending:
             # A later event is known but the one before it is not in the log yet: read again.
             return out, True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.cursor import RunCursor
 from shared.errors import StoreUnavailable
@@ -27,12 +27,16 @@ class Follower:
         *,
         store: RunStore,
         send: Callable[[str], None],
+        send_wait: Callable[[str], Awaitable[bool]],
         on_finished: Callable[[Follower], None],
+        page_size: int = 256,
     ) -> None:
         self.run_id = run_id
         self.cursor = RunCursor(last_seq=after_seq)
         self._store = store
         self._send = send
+        self._send_wait = send_wait
+        self._page_size = page_size
         self._on_finished = on_finished
         self._task: asyncio.Task[None] | None = None
         self._again = False
@@ -78,7 +82,7 @@ class Follower:
         while not self._closed:
             self._again = False
             try:
-                entries = await self._store.read_log(self.run_id, self.cursor.last_seq)
+                entries = await self._store.read_log(self.run_id, self.cursor.last_seq, count=self._page_size)
             except StoreUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -87,8 +91,21 @@ class Follower:
             for seq, raw in entries:
                 _, event_type = peek_event(raw)
                 decorated.append((seq, raw, event_type in TERMINAL_EVENT_TYPES))
-            frames, read_again = self.cursor.on_log(decorated)
-            self._emit(frames)
+            frames, read_again = self.cursor.on_log(decorated, more=len(entries) >= self._page_size)
+            # A replay waits for room in the socket's queue (the client is catching up, page by page);
+            # only live traffic that outruns a client counts as a slow consumer. Live events that
+            # arrive meanwhile wait in the cursor, so nothing overtakes the replay.
+            finished = self.cursor.finished
+            self.cursor.syncing = not finished
+            for frame in frames:
+                if self._closed or not await self._send_wait(frame):
+                    return
+            if not finished and not read_again and not self._again:
+                # Hand over to live delivery with no await in between: what arrived is sent in order.
+                tail, read_again = self.cursor.on_log([])
+                for frame in tail:
+                    self._send(frame)
+            self._emit([])
             if self._closed or not (read_again or self._again):
                 return
             self.cursor.syncing = True

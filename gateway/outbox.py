@@ -30,6 +30,17 @@ class Outbox:
         except asyncio.QueueFull:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full; reconnect and resume")
 
+    async def put_wait(self, frame: str, timeout_s: float = 30.0) -> bool:
+        """Queue a frame, waiting for room; a client that frees none within ``timeout_s`` is slow."""
+        if self.close_request is not None:
+            return False
+        try:
+            await asyncio.wait_for(self._queue.put(frame), timeout_s)
+        except TimeoutError:
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound queue full; reconnect and resume")
+            return False
+        return self.close_request is None
+
     def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         if self.close_request is None:
             self.close_request = CloseRequest(code, reason, flush)

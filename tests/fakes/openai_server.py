@@ -80,6 +80,7 @@ class Defaults:
     tokens: int = 8
     api_key: str | None = None
     embedding_dim: int = 64
+    token_pad: int = 0  # extra characters per token, for tests that need many bytes on the wire
 
 
 @dataclass
@@ -334,7 +335,8 @@ class FakeOpenAI:
 
     def _reply(self, payload: dict[str, Any], count: int) -> tuple[list[str], str]:
         limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        tokens = [f"t{i} " for i in range(count)]
+        pad = "x" * self.defaults.token_pad
+        tokens = [f"t{i}{pad} " for i in range(count)]
         if limit is not None and int(limit) < count:
             return tokens[: int(limit)], "length"
         return tokens, "stop"
@@ -513,10 +515,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=8, help="tokens in a normal reply")
     parser.add_argument("--api-key", default=None, help="refuse (401) any other bearer token")
     parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--token-pad", type=int, default=0, help="extra characters in every token")
     args = parser.parse_args(argv)
     if parse_spec(args.mode)[0] not in MODES:
         parser.error(f"unknown mode {args.mode!r}; one of {sorted(MODES)}")
-    defaults = Defaults(args.mode, args.delay, args.tokens, args.api_key, args.embedding_dim)
+    defaults = Defaults(args.mode, args.delay, args.tokens, args.api_key, args.embedding_dim, args.token_pad)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(defaults, args.host, args.port))
 

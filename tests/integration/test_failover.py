@@ -198,8 +198,9 @@ async def test_worker_sigterm_finishes_or_hands_back(redis_url: str, tmp_path: P
 
 
 async def test_slow_client_is_disconnected_and_resumes(redis_url: str, tmp_path: Path) -> None:
-    tokens = 15000  # x3 runs, ~150 bytes an event: more than the kernel's socket buffers hold
-    with FakeOpenAIServer("--delay", "0", "--tokens", str(tokens)) as llm:
+    # 3 runs x 1500 tokens of ~1 KiB: more than the kernel's socket buffers and the queue hold.
+    tokens = 1500
+    with FakeOpenAIServer("--delay", "0", "--tokens", str(tokens), "--token-pad", "1000") as llm:
         stack = Stack(
             redis_url,
             tmp_path,
@@ -215,8 +216,9 @@ async def test_slow_client_is_disconnected_and_resumes(redis_url: str, tmp_path:
             stack.start_worker()
             gateway = stack.start_gateway()
             # A client with a tiny receive buffer that reads nothing for a while.
-            sock = socket.create_connection(("127.0.0.1", gateway.port))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            sock.connect(("127.0.0.1", gateway.port))
             slow = await connect(
                 gateway.url, sock=sock, additional_headers={"Authorization": "Bearer dev:alice"}, max_queue=1
             )
