@@ -71,7 +71,7 @@ def run_dev(settings: Settings) -> int:
             print(
                 f"\nchatgw is running: {ws}\n"
                 f"  try:  wscat -c {ws} -H 'Authorization: Bearer dev:alice'\n"
-                '  then: {"type":"chat","content":"What is chatgw?"}\n'
+                '  then: {"type":"chat","content":"How does resume work after a dropped connection?"}\n'
                 "Press Ctrl-C to stop.\n",
                 flush=True,
             )

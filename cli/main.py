@@ -7,6 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cli.ingest import add_parser as add_ingest_parser
+from cli.ingest import cmd_ingest
+from cli.token import add_parser as add_token_parser
+from cli.token import cmd_token
 from shared.errors import ConfigError
 from shared.settings import Settings, load_settings
 
@@ -28,7 +32,7 @@ def cmd_gateway(settings: Settings) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        ws="websockets",
+        ws="websockets-sansio",  # the legacy implementation holds a refused socket open for 10 s
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval_s,
@@ -62,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="gateway + worker (+ embedded Redis when CHATGW_REDIS_URL is unset)")
     sub.add_parser("gateway", help="the WebSocket gateway (production process)")
     sub.add_parser("worker", help="a Dramatiq worker running chat runs (production process)")
+    add_token_parser(sub)
+    add_ingest_parser(sub)
     return parser
 
 
@@ -70,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         _setup_logging(settings)
+        if args.command == "token":
+            return cmd_token(settings, args)
+        if args.command == "ingest":
+            return cmd_ingest(settings, args)
         return COMMANDS[args.command](settings)
     except ConfigError as exc:
         print(f"chatgw: {exc}", file=sys.stderr)

@@ -7,21 +7,25 @@ only shuttles frames between the WebSocket and this object.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from enum import Enum
 
-from gateway.auth import authenticate
+from gateway.auth import Authenticator, Identity, bearer_token
 from gateway.follower import Follower
 from gateway.hub import PubSubHub
+from gateway.limits import Limits
 from gateway.outbox import Outbox
 from shared.errors import (
     AuthError,
     ChatgwError,
     CloseCode,
     ErrorCode,
+    LimitExceeded,
     ProtocolError,
     RunError,
     RunNotFound,
@@ -62,19 +66,27 @@ class GatewayContext:
     store: RunStore
     hub: PubSubHub
     runs: RunQueue
+    auth: Authenticator
+    limits: Limits
 
 
 class Session:
-    def __init__(self, ctx: GatewayContext, outbox: Outbox, *, user: str | None = None) -> None:
+    def __init__(self, ctx: GatewayContext, outbox: Outbox) -> None:
         self._ctx = ctx
         self.outbox = outbox
-        self.user = user
-        self.phase = Phase.READY if user is not None else Phase.AWAITING_AUTH
+        self.user: str | None = None
+        self.expires_at: float | None = None  # Unix time the token expires; None: never
+        self.phase = Phase.AWAITING_AUTH
+        self.ready = asyncio.Event()  # set once authenticated (and counted against the socket cap)
+        self.socket_id = uuid.uuid4().hex
+        self.last_input = time.monotonic()  # for the idle timeout
         self.follows: dict[str, Follower] = {}
+        self._holds_slot = False
 
     # ------------------------------------------------------------------ input
 
     async def handle_text(self, text: str) -> None:
+        self.last_input = time.monotonic()
         if self.phase is Phase.CLOSED:
             return
         try:
@@ -88,6 +100,9 @@ class Session:
         await self.handle_frame(frame)
 
     def handle_binary(self) -> None:
+        self.last_input = time.monotonic()
+        if self.phase is Phase.CLOSED:
+            return
         if self.phase is Phase.AWAITING_AUTH:
             self._refuse("binary frames are not supported")
             return
@@ -96,7 +111,7 @@ class Session:
     async def handle_frame(self, frame: ClientFrame) -> None:
         if self.phase is Phase.AWAITING_AUTH:
             if isinstance(frame, AuthFrame):
-                self._authenticate(frame.token)
+                await self.authenticate(frame.token)
             else:
                 self._refuse('authenticate first: send {"type":"auth","token":...}')
             return
@@ -118,6 +133,8 @@ class Session:
             self.outbox.put(
                 error_frame(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None))
             )
+        except LimitExceeded as exc:
+            self.outbox.put(error_frame(exc.code, exc.message, ref=ref, retry_after_ms=exc.retry_after_ms))
         except StoreUnavailable:
             log.warning("Redis unavailable while handling %s", frame.type)
             self.outbox.put(
@@ -125,30 +142,85 @@ class Session:
             )
         except ChatgwError as exc:
             self.outbox.put(error_frame(exc.code, exc.message, ref=ref))
+        except Exception:
+            # A bug must cost one frame, not the socket (and is logged to be fixed).
+            log.exception("unexpected error handling a %s frame", frame.type)
+            self.outbox.put(error_frame(ErrorCode.INTERNAL, "internal error", ref=ref))
+
+    # ------------------------------------------------------------------ timers (driven by the endpoint)
 
     def auth_timed_out(self) -> None:
         if self.phase is Phase.AWAITING_AUTH:
             self.phase = Phase.CLOSED
             self.outbox.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
+    def token_expired(self) -> None:
+        if self.phase is Phase.READY:
+            self.phase = Phase.CLOSED
+            self.outbox.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def idle_timed_out(self) -> None:
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
+            self.outbox.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+
+    async def renew_slot(self) -> None:
+        if self._holds_slot and self.user is not None:
+            await self._ctx.limits.renew_socket(self.user, self.socket_id)
+
     # ------------------------------------------------------------------ frames
 
-    def _authenticate(self, token: str) -> None:
+    async def authenticate_header(self, authorization: str) -> None:
+        """The handshake carried ``Authorization``: it must hold a valid bearer token."""
         try:
-            self.user = authenticate(token, self._ctx.settings)
+            token = bearer_token(authorization)
         except AuthError as exc:
             self._refuse(exc.message)
             return
-        self.phase = Phase.READY
+        if token is not None:
+            await self.authenticate(token)
+
+    async def authenticate(self, token: str) -> None:
+        try:
+            identity = self._ctx.auth.authenticate(token)
+        except AuthError as exc:
+            self._refuse(exc.message)
+            return
+        if await self._take_slot(identity):
+            self.user, self.expires_at = identity.user, identity.expires_at
+            self.phase = Phase.READY
+            self.ready.set()
+
+    async def _take_slot(self, identity: Identity) -> bool:
+        # Marked held before the await: if the socket dies meanwhile, close() still releases it.
+        self.user, self._holds_slot = identity.user, True
+        try:
+            await self._ctx.limits.open_socket(identity.user, self.socket_id)
+        except LimitExceeded as exc:
+            self._holds_slot = False
+            self._end(CloseCode.TOO_MANY_SOCKETS, error_frame(exc.code, exc.message))
+            return False
+        except StoreUnavailable:
+            log.warning("Redis unavailable while admitting a socket")
+            message = "the service is temporarily unavailable; retry"
+            self._end(CloseCode.TRY_AGAIN_LATER, error_frame(ErrorCode.UNAVAILABLE, message))
+            return False
+        return True
+
+    def _end(self, code: CloseCode, frame: str) -> None:
+        """Send one error frame, then close with ``code``."""
+        self.outbox.put(frame)
+        self.phase = Phase.CLOSED
+        self.outbox.close(code, code.name.lower().replace("_", " "), flush=True)
 
     def _refuse(self, message: str) -> None:
-        self.outbox.put(error_frame(ErrorCode.UNAUTHORIZED, message))
-        self.phase = Phase.CLOSED
-        self.outbox.close(CloseCode.UNAUTHORIZED, "unauthorized", flush=True)
+        self._end(CloseCode.UNAUTHORIZED, error_frame(ErrorCode.UNAUTHORIZED, message))
 
     async def _chat(self, frame: ChatFrame) -> None:
         assert self.user is not None
         ctx = self._ctx
+        await ctx.limits.take_chat(self.user)  # every chat frame costs a token, even one refused below
+        self._check_follows(None)
         run_id = uuid.uuid4().hex
         new_conversation = frame.conversation_id is None
         conversation_id = frame.conversation_id or uuid.uuid4().hex
@@ -184,6 +256,7 @@ class Session:
 
     async def _resume(self, frame: ResumeFrame) -> None:
         assert self.user is not None
+        self._check_follows(frame.run_id)
         meta = await self._ctx.store.get_meta(frame.run_id)
         if meta is None or meta.user != self.user:
             raise RunNotFound(f"run {frame.run_id} not found (unknown, expired, or not yours)")
@@ -194,9 +267,24 @@ class Session:
 
     # ------------------------------------------------------------------ following runs
 
+    def _check_follows(self, run_id: str | None) -> None:
+        # Each follow holds a subscription and a reader: cap them per socket. Re-following a run
+        # replaces its follow, so it does not count.
+        limit = self._ctx.settings.max_follows_per_socket
+        if run_id not in self.follows and len(self.follows) >= limit:
+            raise LimitExceeded(
+                f"this socket already follows {limit} runs in flight; wait for one to end",
+                code=ErrorCode.TOO_MANY_FOLLOWS,
+            )
+
     async def _follow(self, run_id: str, *, after_seq: int) -> None:
         follower = Follower(
-            run_id, after_seq, store=self._ctx.store, send=self.outbox.put, on_finished=self._finished
+            run_id,
+            after_seq,
+            store=self._ctx.store,
+            send=self.outbox.put,
+            send_wait=self.outbox.put_wait,
+            on_finished=self._finished,
         )
         self.follows[run_id] = follower
         await self._ctx.hub.subscribe(run_id, follower)
@@ -217,3 +305,7 @@ class Session:
         self.phase = Phase.CLOSED
         for run_id in list(self.follows):
             await self._unfollow(run_id)
+        if self._holds_slot and self.user is not None:
+            self._holds_slot = False
+            with contextlib.suppress(StoreUnavailable):  # else the slot's lease runs out on its own
+                await self._ctx.limits.close_socket(self.user, self.socket_id)

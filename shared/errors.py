@@ -49,13 +49,17 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    INVALID_DATA = 1007  # a text frame that is not valid UTF-8 (closed by the WebSocket layer)
     MESSAGE_TOO_BIG = 1009  # a frame over CHATGW_MAX_FRAME_BYTES
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # gateway draining: reconnect (to any replica) and resume
     TRY_AGAIN_LATER = 1013  # dependency (Redis) unavailable: reconnect with backoff
     UNAUTHORIZED = 4001  # bad or missing token
     AUTH_TIMEOUT = 4002  # no auth frame within CHATGW_AUTH_TIMEOUT_S
+    TOKEN_EXPIRED = 4003  # the token's exp passed: reconnect with a fresh token and resume
+    IDLE_TIMEOUT = 4004  # no client frame for CHATGW_IDLE_TIMEOUT_S
     SLOW_CONSUMER = 4008  # outbound queue overflowed: reconnect and resume, nothing is lost
+    TOO_MANY_SOCKETS = 4009  # the user already has CHATGW_MAX_SOCKETS_PER_USER sockets open
 
 
 class ChatgwError(Exception):

@@ -109,6 +109,7 @@ class ErrorFrame(_ServerFrame):
     run_id: str | None = None
     code: str
     message: str
+    retry_after_ms: int | None = None  # set on rate_limited: when a retry may succeed
 
 
 # ---------------------------------------------------------------- run events (numbered)
@@ -267,8 +268,17 @@ def parse_server_frame(data: str | bytes) -> ServerFrame:
     return _server_adapter.validate_json(data)
 
 
-def error_frame(code: str, message: str, *, ref: str | None = None, run_id: str | None = None) -> str:
-    return serialize(ErrorFrame(id=ref, run_id=run_id, code=code, message=message))
+def error_frame(
+    code: str,
+    message: str,
+    *,
+    ref: str | None = None,
+    run_id: str | None = None,
+    retry_after_ms: int | None = None,
+) -> str:
+    return serialize(
+        ErrorFrame(id=ref, run_id=run_id, code=code, message=message, retry_after_ms=retry_after_ms)
+    )
 
 
 def event_body(event_type: str, run_id: str, conversation_id: str, ts: float, **fields: Any) -> str:

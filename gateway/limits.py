@@ -1,0 +1,141 @@
+"""Per-user limits that hold across every gateway replica, because they are counted in Redis.
+
+- chat rate: a token bucket per user (``CHATGW_RATE_LIMIT_PER_MINUTE``, burst
+  ``CHATGW_RATE_LIMIT_BURST``) in ``Keys.user_rate``; a refused frame gets ``retry_after_ms``.
+- open sockets: a sorted set per user in ``Keys.user_sockets``, one member per socket scored by
+  the expiry of its lease. A live gateway renews its sockets' leases; a crashed gateway's members
+  simply expire, so a dead replica cannot lock a user out for longer than one lease.
+
+Each check is one Lua script, so concurrent sockets (on any replica) cannot both take the last slot.
+Clocks: the scripts read Redis's ``TIME``, never a gateway's, so replicas need not agree on the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.errors import ErrorCode, LimitExceeded, StoreUnavailable
+from shared.keys import Keys
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SOCKET_LEASE_S = 30.0  # how long a socket stays counted without a renewal
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: bucket. ARGV: capacity, refill per ms. The state is the string "tokens updated_ms".
+# Returns 0 when a token was taken, else the milliseconds until one will be there.
+RATE_SCRIPT = (
+    _NOW_MS
+    + """
+local cap = tonumber(ARGV[1])
+local per_ms = tonumber(ARGV[2])
+local tokens, ts = cap, now
+local state = redis.call('GET', KEYS[1])
+if state then
+  local a, b = string.match(state, '^(%S+) (%S+)$')
+  tokens, ts = tonumber(a) or cap, tonumber(b) or now
+end
+tokens = math.min(cap, tokens + math.max(0, now - ts) * per_ms)
+if tokens < 1 then
+  return math.max(1, math.ceil((1 - tokens) / per_ms))
+end
+-- The key lives as long as the bucket takes to refill: a full bucket needs no state.
+local ttl = math.max(1, math.ceil((cap - tokens + 1) / per_ms))
+redis.call('SET', KEYS[1], string.format('%.6f %d', tokens - 1, now), 'PX', ttl)
+return 0
+"""
+)
+
+# KEYS: sockets. ARGV: socket_id, max_sockets, lease_ms, renew ('1': the socket is already admitted).
+# Returns 1 when the socket holds a slot, 0 when the user is at the cap.
+SOCKET_SCRIPT = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[4] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+
+def _translate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+class Limits:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        rate_per_minute: int,
+        burst: int,
+        max_sockets: int,
+        socket_lease_s: float = SOCKET_LEASE_S,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._burst = burst
+        self._per_ms = rate_per_minute / 60_000
+        self._max_sockets = max_sockets
+        self.socket_lease_s = socket_lease_s
+        self._rate = redis.register_script(RATE_SCRIPT)
+        self._socket = redis.register_script(SOCKET_SCRIPT)
+
+    @_translate
+    async def take_chat(self, user: str) -> None:
+        """Spend one chat token of ``user`` or raise LimitExceeded(rate_limited, retry_after_ms)."""
+        wait_ms = int(await self._rate(keys=[self._keys.user_rate(user)], args=[self._burst, self._per_ms]))
+        if wait_ms > 0:
+            raise LimitExceeded(
+                f"too many chat frames; retry in {wait_ms} ms",
+                code=ErrorCode.RATE_LIMITED,
+                retry_after_ms=wait_ms,
+            )
+
+    @_translate
+    async def open_socket(self, user: str, socket_id: str) -> None:
+        """Count a new socket of ``user`` or raise LimitExceeded(too_many_sockets)."""
+        if not await self._lease(user, socket_id, renew=False):
+            raise LimitExceeded(
+                f"you already have {self._max_sockets} sockets open; close one first",
+                code=ErrorCode.TOO_MANY_SOCKETS,
+            )
+
+    @_translate
+    async def renew_socket(self, user: str, socket_id: str) -> None:
+        await self._lease(user, socket_id, renew=True)
+
+    @_translate
+    async def close_socket(self, user: str, socket_id: str) -> None:
+        await self._redis.zrem(self._keys.user_sockets(user), socket_id)
+
+    async def _lease(self, user: str, socket_id: str, *, renew: bool) -> bool:
+        lease_ms = max(1, int(self.socket_lease_s * 1000))
+        admitted = await self._socket(
+            keys=[self._keys.user_sockets(user)],
+            args=[socket_id, self._max_sockets, lease_ms, "1" if renew else "0"],
+        )
+        return bool(int(admitted))
