@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from shared.errors import (
     AuthError,
     ChatgwError,
     CloseCode,
+    ConversationBusy,
     ErrorCode,
     LimitExceeded,
     ProtocolError,
@@ -50,6 +52,8 @@ from shared.runstore import AppendRefused, RunStore
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+INTERRUPT_WAIT_S = 10.0  # on_busy=interrupt: how long a chat waits for the run it stops to end
 
 
 class Phase(Enum):
@@ -224,7 +228,8 @@ class Session:
         run_id = uuid.uuid4().hex
         new_conversation = frame.conversation_id is None
         conversation_id = frame.conversation_id or uuid.uuid4().hex
-        await ctx.store.create_run(
+        create = functools.partial(
+            ctx.store.create_run,
             run_id=run_id,
             user=self.user,
             conversation_id=conversation_id,
@@ -232,8 +237,18 @@ class Session:
             content=frame.content,
             max_runs_per_user=ctx.settings.max_runs_per_user,
         )
+        policy = ctx.settings.on_busy
+        try:
+            queued = await create(enqueue_when_busy=policy == "enqueue")
+        except ConversationBusy:
+            if policy != "interrupt":
+                raise
+            await self._interrupt(conversation_id)
+            queued = await create()
         # Accepted goes out before the run can produce anything, so it is always the first frame.
-        self.outbox.put(serialize(RunAccepted(id=frame.id, run_id=run_id, conversation_id=conversation_id)))
+        self.outbox.put(
+            serialize(RunAccepted(id=frame.id, run_id=run_id, conversation_id=conversation_id, queued=queued))
+        )
         await self._follow(run_id, after_seq=0)
         try:
             await ctx.runs.enqueue(run_id)
@@ -248,6 +263,22 @@ class Session:
                     {"error": {"code": ErrorCode.UNAVAILABLE, "message": "could not queue the run; retry"}},
                 )
             raise exc
+
+    async def _interrupt(self, conversation_id: str) -> None:
+        """on_busy=interrupt: stop the conversation's run in flight (its partial answer is kept) and
+        wait, briefly, for it to end so the new run can take its place."""
+        assert self.user is not None
+        store = self._ctx.store
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + INTERRUPT_WAIT_S
+        while (active := await store.active_run(conversation_id)) is not None:
+            with contextlib.suppress(RunNotFound):
+                await store.request_stop(active, self.user)
+            if loop.time() >= deadline:
+                raise ConversationBusy(
+                    f"conversation {conversation_id}: the run in flight did not stop in time"
+                )
+            await asyncio.sleep(0.05)
 
     async def _stop(self, frame: StopFrame) -> None:
         assert self.user is not None

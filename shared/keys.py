@@ -8,6 +8,7 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:run:{run_id}:log`` | stream | the run's events; entry id ``{seq}-0``, field ``e`` = the event JSON |
 | ``P:run:{run_id}:events`` | pub/sub channel | live copy of every event appended to the log |
 | ``P:conv:{conversation_id}`` | hash | conversation owner and its active run |
+| ``P:conv:{conversation_id}:waiting`` | list | runs queued behind the active one (on_busy=enqueue) |
 | ``P:user:{user}:runs`` | set | the user's runs in flight (concurrent-run quota) |
 | ``P:user:{user}:sockets`` | sorted set | the user's open sockets, scored by expiry (socket cap) |
 | ``P:user:{user}:rate`` | string | the user's message rate-limit state |
@@ -52,6 +53,9 @@ class Keys:
 
     def conversation(self, conversation_id: str) -> str:
         return f"{self.prefix}:conv:{conversation_id}"
+
+    def conversation_waiting(self, conversation_id: str) -> str:
+        return f"{self.prefix}:conv:{conversation_id}:waiting"
 
     def user_runs(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:runs"

@@ -83,6 +83,8 @@ class RunAccepted(_ServerFrame):
     id: str | None = None
     run_id: str
     conversation_id: str
+    # True when the run waits behind the conversation's run in flight (CHATGW_ON_BUSY=enqueue).
+    queued: bool = False
 
 
 RunStatus = Literal["queued", "running", "completed", "stopped", "failed"]

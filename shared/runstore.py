@@ -12,6 +12,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
@@ -57,6 +58,17 @@ local function append(K, run_id, attempt, body, terminal_status, retention, now,
     redis.call('ZREM', K.leases, run_id)
     if redis.call('HGET', K.conv, 'active_run') == run_id then
       redis.call('HDEL', K.conv, 'active_run')
+      -- on_busy=enqueue: the next run still waiting becomes the active one (its message is polling).
+      local waiting = redis.call('HGET', K.conv, 'waiting_key')
+      while waiting do
+        local next_meta = redis.call('LPOP', waiting)
+        if not next_meta then break end
+        if redis.call('HGET', next_meta, 'status') == 'waiting' then
+          redis.call('HSET', next_meta, 'status', 'queued')
+          redis.call('HSET', K.conv, 'active_run', redis.call('HGET', next_meta, 'run_id'))
+          break
+        end
+      end
     end
     local user_runs = redis.call('HGET', K.meta, 'user_runs_key')
     if user_runs then redis.call('SREM', user_runs, run_id) end
@@ -74,8 +86,9 @@ return append(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
-# KEYS: meta, conv, user_runs. ARGV: run_id, user, conversation_id, is_new_conversation, content, now,
-# conv_ttl, max_runs_per_user
+# KEYS: meta, conv, user_runs, conv_waiting. ARGV: run_id, user, conversation_id, is_new_conversation,
+# content, now, conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind the active run)
+# Returns 'ok', 'waiting' (queued behind the active run) or a refusal.
 CREATE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if ARGV[4] == '1' then
@@ -84,24 +97,35 @@ if ARGV[4] == '1' then
 elseif owner ~= ARGV[2] then
   return 'conversation_not_found'
 end
-if redis.call('HGET', KEYS[2], 'active_run') then return 'conversation_busy' end
+local busy = redis.call('HGET', KEYS[2], 'active_run')
+if busy and ARGV[9] ~= '1' then return 'conversation_busy' end
 if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[8]) then
   if ARGV[4] == '1' then redis.call('DEL', KEYS[2]) end
   return 'too_many_runs'
 end
+local status = 'queued'
+if busy then status = 'waiting' end
 redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'user', ARGV[2], 'conversation_id', ARGV[3],
-  'status', 'queued', 'seq', 0, 'attempt', 1, 'content', ARGV[5], 'created_at', ARGV[6],
+  'status', status, 'seq', 0, 'attempt', 1, 'content', ARGV[5], 'created_at', ARGV[6],
   'user_runs_key', KEYS[3])
 redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
+if busy then
+  redis.call('RPUSH', KEYS[4], KEYS[1])
+  redis.call('HSET', KEYS[2], 'waiting_key', KEYS[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+else
+  redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
+end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
-return 'ok'
+return status == 'waiting' and 'waiting' or 'ok'
 """
 
-# KEYS: meta, leases. ARGV: run_id, worker_id, now, lease_deadline.
-# Returns {attempt, user, conversation_id, content} or false when the run is not queued.
+# KEYS: meta, leases. ARGV: run_id, worker_id, now, lease_deadline. Returns {attempt, user,
+# conversation_id, content}, 'waiting' (behind another run of its conversation), or false.
 CLAIM_SCRIPT = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'waiting' then return 'waiting' end
+if status ~= 'queued' then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'claimed_at', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 local f = redis.call('HMGET', KEYS[1], 'attempt', 'user', 'conversation_id', 'content')
@@ -133,7 +157,7 @@ if not f[1] or f[1] == 'completed' or f[1] == 'stopped' or f[1] == 'failed' then
   return 'gone'
 end
 if tonumber(f[2]) ~= tonumber(ARGV[3]) then return 'changed' end
-if f[1] == 'queued' then
+if f[1] == 'queued' or f[1] == 'waiting' then
   redis.call('ZADD', K.leases, ARGV[8], run_id)
   return 'resend'
 end
@@ -159,7 +183,7 @@ local f = redis.call('HMGET', K.meta, 'status', 'user', 'attempt')
 if not f[1] or f[2] ~= ARGV[2] then return 'not_found' end
 if f[1] == 'completed' or f[1] == 'stopped' or f[1] == 'failed' then return f[1] end
 redis.call('HSET', K.meta, 'stop_requested', '1')
-if f[1] == 'queued' then
+if f[1] == 'queued' or f[1] == 'waiting' then
   -- Nobody runs it now: end it here; a worker that picks the message up later skips it.
   append(K, ARGV[1], f[3], ARGV[3], 'stopped', ARGV[4], ARGV[5], '')
   return 'stopped'
@@ -179,6 +203,15 @@ class AppendRefused(Exception):
 
 
 _REFUSALS = {-1: "unknown_run", -2: "already_terminal", -3: "stale_attempt"}
+
+
+class RunWaiting(Enum):
+    """The run is queued behind its conversation's active run (on_busy=enqueue): try later."""
+
+    WAITING = "waiting"
+
+
+RUN_WAITING = RunWaiting.WAITING
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,10 +284,18 @@ class RunStore:
         new_conversation: bool,
         content: str,
         max_runs_per_user: int = 1_000_000,
-    ) -> None:
+        enqueue_when_busy: bool = False,
+    ) -> bool:
+        """Create a queued run. Returns True when it waits behind the conversation's active run
+        (``enqueue_when_busy``); raises ConversationNotFound, ConversationBusy or TooManyRuns."""
         k = self.keys
         result = await self._create(
-            keys=[k.run(run_id), k.conversation(conversation_id), k.user_runs(user)],
+            keys=[
+                k.run(run_id),
+                k.conversation(conversation_id),
+                k.user_runs(user),
+                k.conversation_waiting(conversation_id),
+            ],
             args=[
                 run_id,
                 user,
@@ -264,6 +305,7 @@ class RunStore:
                 repr(time.time()),
                 self.conversation_ttl_s,
                 max_runs_per_user,
+                "1" if enqueue_when_busy else "0",
             ],
         )
         if result == "conversation_not_found":
@@ -274,15 +316,24 @@ class RunStore:
             raise ConversationBusy(
                 f"conversation {conversation_id} already has a run in flight; stop it or wait for it to end"
             )
+        return bool(result == "waiting")
 
     @_translate
-    async def claim(self, run_id: str, worker_id: str, *, lease_s: float) -> Claim | None:
-        """Move a queued run to running under a lease; None when it is not queued."""
+    async def active_run(self, conversation_id: str) -> str | None:
+        found = await self.redis.hget(self.keys.conversation(conversation_id), "active_run")
+        return None if found is None else str(found)
+
+    @_translate
+    async def claim(self, run_id: str, worker_id: str, *, lease_s: float) -> Claim | RunWaiting | None:
+        """Move a queued run to running under a lease; RUN_WAITING when it waits behind another run
+        of its conversation; None when there is nothing to run (stopped, finished, or taken)."""
         now = time.time()
         result = await self._claim(
             keys=[self.keys.run(run_id), self.keys.leases()],
             args=[run_id, worker_id, repr(now), repr(now + lease_s)],
         )
+        if result == "waiting":
+            return RUN_WAITING
         if not result:
             return None
         attempt, user, conversation_id, content = result

@@ -13,8 +13,8 @@ from worker.middleware import RuntimeMiddleware
 
 
 def declare_actors(broker: Any, runtime: RuntimeMiddleware, settings: Settings) -> None:
-    async def run_chat(run_id: str) -> None:
-        await execute_run(runtime.runtime, run_id)
+    async def run_chat(run_id: str, waits: int = 0) -> None:
+        await execute_run(runtime.runtime, run_id, waits)
 
     declare = dramatiq.actor(
         broker=broker,

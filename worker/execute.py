@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.errors import AgentError, ErrorCode, StoreUnavailable
 from shared.protocol import Source
-from shared.runstore import Claim
+from shared.runstore import Claim, RunWaiting
 from worker.agent.graph import stream_agent
 from worker.agent.memory import record_partial_turn
 from worker.emitter import RunEmitter, RunLost
@@ -29,8 +29,13 @@ def describe_failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     return _failure(ErrorCode.AGENT_ERROR, "the agent failed while answering")
 
 
-async def execute_run(rt: WorkerRuntime, run_id: str) -> None:
+async def execute_run(rt: WorkerRuntime, run_id: str, waits: int = 0) -> None:
     claim = await rt.store.claim(run_id, rt.worker_id, lease_s=rt.settings.run_lease_s)
+    if isinstance(claim, RunWaiting):
+        # Queued behind its conversation's active run (on_busy=enqueue): look again shortly. The
+        # active run's terminal event promotes this one, so the wait ends by itself.
+        await rt.runs.enqueue(run_id, delay_ms=min(100 * 2**waits, 2000), waits=min(waits + 1, 10))
+        return
     if claim is None:
         # Stopped while queued, already finished, or taken by another worker: nothing to do.
         log.info("run %s is not queued; skipping", run_id)
