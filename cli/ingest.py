@@ -167,17 +167,6 @@ class ProgressBar:
         self.stream.flush()
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "ingest",
-        help="add .md/.txt/.html files to the retrieval index (CHATGW_INDEX_PATH)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="files, or directories read recursively")
-    parser.add_argument("--rebuild", action="store_true", help="start from an empty index")
-
-
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """The CLI command: 0 when everything was ingested, 1 when some files could not be read.
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from cli.ingest import add_parser as add_ingest_parser
-from cli.ingest import cmd_ingest
-from cli.token import add_parser as add_token_parser
-from cli.token import cmd_token
 from shared.errors import ConfigError
 from shared.settings import Settings, load_settings
 
@@ -51,13 +47,39 @@ def cmd_worker(settings: Settings) -> int:
     return 0
 
 
-def cmd_dev(settings: Settings) -> int:
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from cli.dev import run_dev
 
     return run_dev(settings)
 
 
-COMMANDS = {"gateway": cmd_gateway, "worker": cmd_worker, "dev": cmd_dev}
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.token import cmd_token as run
+
+    return run(settings, args)
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.ingest import cmd_ingest as run
+
+    return run(settings, args)
+
+
+def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.chat import run_chat
+
+    return run_chat(args.url, args.token, settings.host, settings.port)
+
+
+# Each command imports what it needs only when it runs: `chatgw gateway` never loads the agent.
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "dev": cmd_dev,
+    "gateway": lambda settings, args: cmd_gateway(settings),
+    "worker": lambda settings, args: cmd_worker(settings),
+    "token": cmd_token,
+    "ingest": cmd_ingest,
+    "chat": cmd_chat,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,8 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="gateway + worker (+ embedded Redis when CHATGW_REDIS_URL is unset)")
     sub.add_parser("gateway", help="the WebSocket gateway (production process)")
     sub.add_parser("worker", help="a Dramatiq worker running chat runs (production process)")
-    add_token_parser(sub)
-    add_ingest_parser(sub)
+    token = sub.add_parser("token", help="print a token for a user (dev token, or HS256 JWT)")
+    token.add_argument("--user", required=True, help="the user the token names (its sub)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    ingest = sub.add_parser(
+        "ingest",
+        help="add .md/.txt/.html files to the retrieval index (CHATGW_INDEX_PATH)",
+        description="Read .md, .txt and .html files (directories recursively), split, embed and index "
+        "them. Unchanged files are skipped, changed ones replaced, deleted ones removed.",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files, or directories read recursively")
+    ingest.add_argument("--rebuild", action="store_true", help="start from an empty index")
+    chat = sub.add_parser("chat", help="chat in the terminal (reconnects and resumes by itself)")
+    chat.add_argument("--url", help="gateway WebSocket URL (default ws://CHATGW_HOST:CHATGW_PORT/ws)")
+    chat.add_argument("--token", help="token (default $CHATGW_TOKEN, else dev:$USER)")
     return parser
 
 
@@ -76,11 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         _setup_logging(settings)
-        if args.command == "token":
-            return cmd_token(settings, args)
-        if args.command == "ingest":
-            return cmd_ingest(settings, args)
-        return COMMANDS[args.command](settings)
+        return COMMANDS[args.command](settings, args)
     except ConfigError as exc:
         print(f"chatgw: {exc}", file=sys.stderr)
         return 2

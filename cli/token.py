@@ -20,14 +20,6 @@ DEFAULT_TTL_S = 3600
 MAX_TTL_S = 30 * 24 * 3600
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("token", help="print a token for a user (dev token, or HS256 JWT)")
-    parser.add_argument("--user", required=True, help="the user the token names (its sub)")
-    parser.add_argument(
-        "--ttl", type=int, default=DEFAULT_TTL_S, help=f"seconds until it expires (default {DEFAULT_TTL_S})"
-    )
-
-
 def mint(settings: Settings, user: str, ttl_s: int = DEFAULT_TTL_S, *, now: float | None = None) -> str:
     if not USER_RE.match(user):
         raise ConfigError(f"--user must be 1-64 letters, digits or _.@- (got {user!r})")
