@@ -10,13 +10,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.auth import Authenticator
 from gateway.hub import PubSubHub
 from gateway.limits import Limits
+from gateway.metrics import GatewayMetrics
 from gateway.origin import OriginPolicy
 from gateway.outbox import Outbox
 from gateway.session import GatewayContext, Session
@@ -56,10 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await hub.start()
         _demote_client_errors()
+        metrics = GatewayMetrics()
+        sockets: set[WebSocket] = set()
+        metrics.sockets.set_function(lambda: len(sockets))
+        metrics.track_hub(lambda: hub.channel_count, lambda: hub.reconnects)
         app.state.ctx = GatewayContext(
-            settings=settings, store=store, hub=hub, runs=runs, auth=auth, limits=limits
+            settings=settings, store=store, hub=hub, runs=runs, auth=auth, limits=limits, metrics=metrics
         )
-        app.state.sockets = set()
+        app.state.sockets = sockets
         try:
             yield
         finally:
@@ -102,6 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        ctx: GatewayContext = app.state.ctx
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     @app.websocket("/ws")
     async def ws_endpoint(websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
@@ -143,6 +154,7 @@ async def serve_socket(websocket: WebSocket, ctx: GatewayContext, sockets: set[W
         await session.close()
         request = outbox.close_request
         if request is not None and websocket.client_state is WebSocketState.CONNECTED:
+            ctx.metrics.closes.labels(str(request.code)).inc()
             if request.code == CloseCode.SLOW_CONSUMER:
                 log.warning("closing a slow consumer's socket (user %s): outbound queue full", session.user)
             await _close(websocket, request.code, request.reason, outbox.drain() if request.flush else [])

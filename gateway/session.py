@@ -15,11 +15,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from gateway.auth import Authenticator, Identity, bearer_token
 from gateway.follower import Follower
 from gateway.hub import PubSubHub
 from gateway.limits import Limits
+from gateway.metrics import GatewayMetrics
 from gateway.outbox import Outbox
 from shared.errors import (
     AuthError,
@@ -72,6 +74,7 @@ class GatewayContext:
     runs: RunQueue
     auth: Authenticator
     limits: Limits
+    metrics: GatewayMetrics
 
 
 class Session:
@@ -89,6 +92,10 @@ class Session:
 
     # ------------------------------------------------------------------ input
 
+    def _send_error(self, code: str, message: str, **fields: Any) -> None:
+        self._ctx.metrics.errors_sent.labels(code).inc()
+        self.outbox.put(error_frame(code, message, **fields))
+
     async def handle_text(self, text: str) -> None:
         self.last_input = time.monotonic()
         if self.phase is Phase.CLOSED:
@@ -96,11 +103,13 @@ class Session:
         try:
             frame = parse_client_frame(text, max_content_chars=self._ctx.settings.max_content_chars)
         except ProtocolError as exc:
+            self._ctx.metrics.frames_received.labels("invalid").inc()
             if self.phase is Phase.AWAITING_AUTH:
                 self._refuse(exc.message)
             else:
-                self.outbox.put(error_frame(exc.code, exc.message, ref=exc.ref))
+                self._send_error(exc.code, exc.message, ref=exc.ref)
             return
+        self._ctx.metrics.frames_received.labels(frame.type).inc()
         await self.handle_frame(frame)
 
     def handle_binary(self) -> None:
@@ -110,7 +119,7 @@ class Session:
         if self.phase is Phase.AWAITING_AUTH:
             self._refuse("binary frames are not supported")
             return
-        self.outbox.put(error_frame(ErrorCode.BAD_FRAME, "binary frames are not supported; send JSON text"))
+        self._send_error(ErrorCode.BAD_FRAME, "binary frames are not supported; send JSON text")
 
     async def handle_frame(self, frame: ClientFrame) -> None:
         if self.phase is Phase.AWAITING_AUTH:
@@ -138,18 +147,18 @@ class Session:
                 error_frame(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None))
             )
         except LimitExceeded as exc:
-            self.outbox.put(error_frame(exc.code, exc.message, ref=ref, retry_after_ms=exc.retry_after_ms))
+            self._send_error(exc.code, exc.message, ref=ref, retry_after_ms=exc.retry_after_ms)
         except StoreUnavailable:
             log.warning("Redis unavailable while handling %s", frame.type)
             self.outbox.put(
                 error_frame(ErrorCode.UNAVAILABLE, "the service is temporarily unavailable; retry", ref=ref)
             )
         except ChatgwError as exc:
-            self.outbox.put(error_frame(exc.code, exc.message, ref=ref))
+            self._send_error(exc.code, exc.message, ref=ref)
         except Exception:
             # A bug must cost one frame, not the socket (and is logged to be fixed).
             log.exception("unexpected error handling a %s frame", frame.type)
-            self.outbox.put(error_frame(ErrorCode.INTERNAL, "internal error", ref=ref))
+            self._send_error(ErrorCode.INTERNAL, "internal error", ref=ref)
 
     # ------------------------------------------------------------------ timers (driven by the endpoint)
 
@@ -249,6 +258,7 @@ class Session:
         self.outbox.put(
             serialize(RunAccepted(id=frame.id, run_id=run_id, conversation_id=conversation_id, queued=queued))
         )
+        ctx.metrics.runs_started.inc()
         await self._follow(run_id, after_seq=0)
         try:
             await ctx.runs.enqueue(run_id)
