@@ -16,6 +16,7 @@ def _setup_logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # CPU-feature probing, not news
 
 
 def cmd_gateway(settings: Settings) -> int:

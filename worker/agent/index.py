@@ -295,7 +295,7 @@ def _open_generation_db(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise FileNotFoundError(path)
     # immutable=1: a generation file never changes, so SQLite needs no locks and writes no journal.
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro&immutable=1", uri=True)
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
 
 
 def _read_vectors(path: Path) -> Any:
