@@ -13,8 +13,7 @@ from tests.integration.stack import Stack
 def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """A fresh key prefix with one worker and one gateway already up."""
     s = Stack(redis_url, tmp_path)
-    s.start_worker()
-    s.start_gateway()
+    s.start_both()
     try:
         yield s
     finally:

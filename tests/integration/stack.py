@@ -128,11 +128,19 @@ class Stack:
         worker = Proc("worker", self.env(**extra), self.log_dir / f"worker-{index}.log")
         self.workers.append(worker)
         if wait:
-            wait_for(
-                lambda: "ready (concurrency" in worker.output() or not worker.alive(), what="worker boot"
-            )
-            assert worker.alive(), worker.output()
+            self.wait_worker(worker)
         return worker
+
+    @staticmethod
+    def wait_worker(worker: Proc) -> None:
+        wait_for(lambda: "ready (concurrency" in worker.output() or not worker.alive(), what="worker boot")
+        assert worker.alive(), worker.output()
+
+    def start_both(self) -> None:
+        """A worker and a gateway, booting side by side."""
+        worker = self.start_worker(wait=False)
+        self.start_gateway()
+        self.wait_worker(worker)
 
     def start_gateway(self, wait: bool = True, port: int | None = None, **extra: str) -> Gateway:
         index = len(self.gateways)

@@ -19,20 +19,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from types import TracebackType, UnionType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import openai
 import pydantic
 from langchain_core import exceptions as lc_errors
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from shared.errors import AgentError, ConfigError, ErrorCode
 from shared.settings import Settings
 from worker.agent.offline import OfflineChatModel
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 try:  # openai>=3 is built on httpx2; earlier versions on httpx, which has the same API
     import httpx2 as http
@@ -74,6 +75,8 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
 
 
 def build_openai_model(settings: Settings, metadata: dict[str, Any] | None = None) -> ChatOpenAI:
+    from langchain_openai import ChatOpenAI
+
     model = (settings.llm_model or "").strip()
     if not model:
         raise ConfigError(
@@ -187,6 +190,8 @@ def translate_llm_error(exc: BaseException) -> AgentError | None:
 
 
 def _translate(exc: BaseException) -> AgentError | None:
+    import openai  # loaded on first use: offline workers never need it
+
     if isinstance(exc, openai.APIStatusError):
         return _from_status(exc.status_code, context_overflow=isinstance(exc, lc_errors.ContextOverflowError))
     if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
@@ -285,6 +290,8 @@ def _raised_in_client(tb: TracebackType | None) -> bool:
 
 def _describe(exc: BaseException) -> str:
     """Class, status, request id and the upstream error's code/type: never its message text."""
+    import openai  # loaded on first use: offline workers never need it
+
     parts = [type(exc).__name__]
     if isinstance(exc, openai.APIStatusError):
         parts.append(f"HTTP {exc.status_code}")
