@@ -28,31 +28,8 @@ from redis.asyncio import Redis
 from cli.embedded_redis import free_port
 from client import ChatgwConnection, ResilientClient
 from tests.conftest import _redis_answers
-from tests.integration.failures import TERMINAL
+from tests.integration.failures import run_violations
 from tests.integration.stack import Stack
-
-
-def violations_of(events: list[dict[str, Any]]) -> list[str]:
-    problems = []
-    seqs = [e["seq"] for e in events]
-    if seqs != list(range(1, len(events) + 1)):
-        problems.append("seq not contiguous")
-    terminals = [e for e in events if e["type"] in TERMINAL]
-    if len(terminals) != 1 or not events or events[-1]["type"] not in TERMINAL:
-        problems.append(f"{len(terminals)} terminal events")
-    tokens: list[str] = []
-    for event in events:
-        if event["type"] == "run.retrying":
-            tokens = []
-        elif event["type"] == "token":
-            tokens.append(event["text"])
-    if (
-        events
-        and events[-1]["type"] in {"run.completed", "run.stopped"}
-        and events[-1]["content"] != "".join(tokens)
-    ):
-        problems.append("content differs from the last attempt's tokens")
-    return problems
 
 
 class Chaos:
@@ -150,11 +127,11 @@ async def main_async(args: argparse.Namespace) -> int:
             chaos.run(until), *(converse(urls, f"u{i}", until, runs) for i in range(args.clients))
         )
         checked = [r for r in runs if "events" in r]
-        live_bad = {r["run_id"]: violations_of(r["events"]) for r in checked if violations_of(r["events"])}
+        live_bad = {r["run_id"]: run_violations(r["events"]) for r in checked if run_violations(r["events"])}
         replay_bad: dict[str, list[str]] = {}
         for r in checked:
             events = await replay(urls[0], r["user"], r["run_id"])
-            problems = violations_of(events)
+            problems = run_violations(events)
             if events != r["events"]:
                 problems.append("replay differs from what the client saw live")
             if problems:
