@@ -10,7 +10,7 @@ import pytest
 from shared.keys import RUN_ACTOR, RUN_QUEUE, Keys
 
 PREFIXES = ["chatgw", "test-1", "a", "x.y_z-9", "p" * 64]
-RUN_IDS = [uuid.UUID(int=1).hex, uuid.uuid4().hex, "run_1", "A-b_c", "r" * 64]
+RUN_IDS = [uuid.UUID(int=1).hex, "9f1c2a9be0d34c7e9a51b8f3d2c6e710", "run_1", "A-b_c", "r" * 64]
 
 
 def all_keys(
