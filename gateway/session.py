@@ -94,7 +94,7 @@ class Session:
 
     def _send_error(self, code: str, message: str, **fields: Any) -> None:
         self._ctx.metrics.errors_sent.labels(code).inc()
-        self.outbox.put(error_frame(code, message, **fields))
+        self._send_error(code, message, **fields)
 
     async def handle_text(self, text: str) -> None:
         self.last_input = time.monotonic()
@@ -139,20 +139,14 @@ class Session:
             elif isinstance(frame, PingFrame):
                 self.outbox.put(serialize(Pong(id=frame.id)))
             elif isinstance(frame, AuthFrame):
-                self.outbox.put(
-                    error_frame(ErrorCode.ALREADY_AUTHENTICATED, "this socket is already authenticated")
-                )
+                self._send_error(ErrorCode.ALREADY_AUTHENTICATED, "this socket is already authenticated")
         except RunError as exc:
-            self.outbox.put(
-                error_frame(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None))
-            )
+            self._send_error(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None))
         except LimitExceeded as exc:
             self._send_error(exc.code, exc.message, ref=ref, retry_after_ms=exc.retry_after_ms)
         except StoreUnavailable:
             log.warning("Redis unavailable while handling %s", frame.type)
-            self.outbox.put(
-                error_frame(ErrorCode.UNAVAILABLE, "the service is temporarily unavailable; retry", ref=ref)
-            )
+            self._send_error(ErrorCode.UNAVAILABLE, "the service is temporarily unavailable; retry", ref=ref)
         except ChatgwError as exc:
             self._send_error(exc.code, exc.message, ref=ref)
         except Exception:
