@@ -239,6 +239,7 @@ class Session:
             new_conversation=new_conversation,
             content=frame.content,
             max_runs_per_user=ctx.settings.max_runs_per_user,
+            unclaimed_grace_s=ctx.settings.unclaimed_grace_s,
         )
         policy = ctx.settings.on_busy
         try:

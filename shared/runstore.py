@@ -86,8 +86,9 @@ return append(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
-# KEYS: meta, conv, user_runs, conv_waiting. ARGV: run_id, user, conversation_id, is_new_conversation,
-# content, now, conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind the active run)
+# KEYS: meta, conv, user_runs, conv_waiting, leases. ARGV: run_id, user, conversation_id,
+# is_new_conversation, content, now, conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind
+# the active run), unclaimed_deadline (a sweeper re-sends the message if nobody has claimed it by then)
 # Returns 'ok', 'waiting' (queued behind the active run) or a refusal.
 CREATE_SCRIPT = """
 local owner = redis.call('HGET', KEYS[2], 'owner')
@@ -109,6 +110,7 @@ redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'user', ARGV[2], 'conversation_id
   'status', status, 'seq', 0, 'attempt', 1, 'content', ARGV[5], 'created_at', ARGV[6],
   'user_runs_key', KEYS[3])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[10], ARGV[1])
 if busy then
   redis.call('RPUSH', KEYS[4], KEYS[1])
   redis.call('HSET', KEYS[2], 'waiting_key', KEYS[4])
@@ -158,6 +160,7 @@ if not f[1] or f[1] == 'completed' or f[1] == 'stopped' or f[1] == 'failed' then
 end
 if tonumber(f[2]) ~= tonumber(ARGV[3]) then return 'changed' end
 if f[1] == 'queued' or f[1] == 'waiting' then
+  -- Nobody claimed it in time: its message may be lost (e.g. its gateway died before enqueueing).
   redis.call('ZADD', K.leases, ARGV[8], run_id)
   return 'resend'
 end
@@ -285,6 +288,7 @@ class RunStore:
         content: str,
         max_runs_per_user: int = 1_000_000,
         enqueue_when_busy: bool = False,
+        unclaimed_grace_s: float = 30.0,
     ) -> bool:
         """Create a queued run. Returns True when it waits behind the conversation's active run
         (``enqueue_when_busy``); raises ConversationNotFound, ConversationBusy or TooManyRuns."""
@@ -295,6 +299,7 @@ class RunStore:
                 k.conversation(conversation_id),
                 k.user_runs(user),
                 k.conversation_waiting(conversation_id),
+                k.leases(),
             ],
             args=[
                 run_id,
@@ -306,6 +311,7 @@ class RunStore:
                 self.conversation_ttl_s,
                 max_runs_per_user,
                 "1" if enqueue_when_busy else "0",
+                repr(time.time() + unclaimed_grace_s),
             ],
         )
         if result == "conversation_not_found":

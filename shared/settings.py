@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def unclaimed_grace_s(self) -> float:
+        """A queued run nobody has claimed this long gets its Dramatiq message sent again: the
+        message may be lost (its gateway died between creating the run and enqueueing it)."""
+        return self.run_lease_s * 3
+
+    @property
     def require_redis_url(self) -> str:
         if self.redis_url is None:
             raise ConfigError(

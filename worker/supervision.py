@@ -67,5 +67,4 @@ async def hand_back(rt: WorkerRuntime) -> None:
 
 
 def _resend_after(rt: WorkerRuntime) -> float:
-    # A re-queued run that nobody claims within this long gets its message sent again.
-    return max(30.0, rt.settings.run_lease_s * 3)
+    return rt.settings.unclaimed_grace_s

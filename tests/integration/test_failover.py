@@ -14,6 +14,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from client import ResilientClient
+from shared.keys import Keys
+from shared.runstore import RunStore
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.integration.failures import assert_run_invariants
 from tests.integration.stack import Stack, wait_for
@@ -249,3 +251,24 @@ async def test_slow_client_is_disconnected_and_resumes(redis_url: str, tmp_path:
                 assert len(run.terminal["content"].split()) == tokens
         finally:
             stack.stop()
+
+
+async def test_a_run_whose_gateway_died_before_enqueueing_it_still_runs(
+    redis_url: str, tmp_path: Path, redis: Redis
+) -> None:
+    stack = Stack(redis_url, tmp_path, **FAST_LEASES)
+    try:
+        gateway = stack.start_gateway()
+        # What a gateway leaves behind when it dies between creating a run and enqueueing it.
+        store = RunStore(redis, Keys(stack.prefix), retention_s=60, conversation_ttl_s=600)
+        await store.create_run(
+            run_id="orphan", user="alice", conversation_id="c-orphan", new_conversation=True,
+            content="was I forgotten?", unclaimed_grace_s=2.0,
+        )  # fmt: skip
+        stack.start_worker()
+        async with ResilientClient([gateway.url], "dev:alice") as client:
+            run = await client.wait(client.follow("orphan").run_id, timeout=30)
+        assert_run_invariants(run.events)
+        assert run.terminal is not None and run.terminal["type"] == "run.completed"
+    finally:
+        stack.stop()
