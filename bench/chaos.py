@@ -87,7 +87,14 @@ async def converse(urls: list[str], user: str, until: float, runs: list[dict[str
                 await asyncio.sleep(0.2)
                 continue
             conversation = accepted["conversation_id"]
-            run = await client.wait(accepted["run_id"], timeout=300)
+            try:
+                run = await client.wait(accepted["run_id"], timeout=300)
+            except TimeoutError:
+                # A run that never ends is the worst violation there is: record it, keep going.
+                stuck = client.follow(accepted["run_id"])
+                runs.append({"user": user, "run_id": stuck.run_id, "events": stuck.events, "stuck": True})
+                conversation = None
+                continue
             runs.append({"user": user, "run_id": run.run_id, "events": run.events})
 
 
@@ -126,7 +133,8 @@ async def main_async(args: argparse.Namespace) -> int:
         await asyncio.gather(
             chaos.run(until), *(converse(urls, f"u{i}", until, runs) for i in range(args.clients))
         )
-        checked = [r for r in runs if "events" in r]
+        stuck = [r["run_id"] for r in runs if r.get("stuck")]
+        checked = [r for r in runs if "events" in r and not r.get("stuck")]
         live_bad = {r["run_id"]: run_violations(r["events"]) for r in checked if run_violations(r["events"])}
         replay_bad: dict[str, list[str]] = {}
         for r in checked:
@@ -146,13 +154,14 @@ async def main_async(args: argparse.Namespace) -> int:
             "runs_retried": sum(any(e["type"] == "run.retrying" for e in r["events"]) for r in checked),
             "events_checked": sum(len(r["events"]) for r in checked),
             "chaos_actions": dict(chaos.actions),
+            "runs_that_never_ended": stuck,
             "violations_live": live_bad,
             "violations_replay": replay_bad,
             "seconds": round(time.monotonic() - started, 1),
             "logs": str(logs),
         }
         print(json.dumps(summary, indent=2))
-        return 1 if live_bad or replay_bad else 0
+        return 1 if live_bad or replay_bad or stuck else 0
     finally:
         stack.stop()
 
