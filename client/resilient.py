@@ -84,6 +84,7 @@ class ResilientClient:
         self._connect_timeout_s = connect_timeout_s
         self.runs: dict[str, FollowedRun] = {}
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending_frames: dict[str, dict[str, Any]] = {}  # re-sent after a reconnect
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -158,13 +159,20 @@ class ResilientClient:
         frame = {**frame, "id": ref}
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[ref] = future
+        self._pending_frames[ref] = frame
         try:
-            await self._wait_connected(deadline - loop.time())
-            assert self._ws is not None
-            await self._ws.send(orjson.dumps(frame).decode())
+            # While disconnected, the supervisor sends pending frames as it reconnects; and if the
+            # connection drops before the reply, it sends them again: the gateway treats a chat with
+            # the same id and content as the same chat, and stop is idempotent.
+            if self._ws is not None and self._connected.is_set():
+                with contextlib.suppress(ConnectionClosed):
+                    await self._ws.send(orjson.dumps(frame).decode())
+            else:
+                await self._wait_connected(deadline - loop.time())
             reply = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
         finally:
             self._pending.pop(ref, None)
+            self._pending_frames.pop(ref, None)
         if reply.get("type") == "error":
             raise ClientError(reply.get("message", ""), reply.get("code", "error"), reply)
         return reply
@@ -202,15 +210,14 @@ class ResilientClient:
                 backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             self._ws = ws
-            for run in self.runs.values():
-                if run.terminal is None:
-                    await ws.send(
-                        orjson.dumps(
-                            {"type": "resume", "run_id": run.run_id, "after_seq": run.last_seq}
-                        ).decode()
-                    )
-            self._connected.set()
             try:
+                for run in self.runs.values():
+                    if run.terminal is None:
+                        resume = {"type": "resume", "run_id": run.run_id, "after_seq": run.last_seq}
+                        await ws.send(orjson.dumps(resume).decode())
+                for frame in list(self._pending_frames.values()):
+                    await ws.send(orjson.dumps(frame).decode())
+                self._connected.set()
                 async for message in ws:
                     backoff = self._initial_backoff_s
                     self._on_frame(orjson.loads(message))

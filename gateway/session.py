@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import time
 import uuid
@@ -77,6 +78,15 @@ class GatewayContext:
     metrics: GatewayMetrics
 
 
+def _retry_key(frame: ChatFrame) -> str | None:
+    """Same id, same content, same conversation: a retry (e.g. after a lost reply), not a new chat.
+    A client that reuses an id for a different message simply starts a new run."""
+    if frame.id is None:
+        return None
+    digest = hashlib.sha256(f"{frame.conversation_id or ''}\0{frame.content}".encode()).hexdigest()[:32]
+    return f"{frame.id}:{digest}"
+
+
 class Session:
     def __init__(self, ctx: GatewayContext, outbox: Outbox) -> None:
         self._ctx = ctx
@@ -94,7 +104,7 @@ class Session:
 
     def _send_error(self, code: str, message: str, **fields: Any) -> None:
         self._ctx.metrics.errors_sent.labels(code).inc()
-        self._send_error(code, message, **fields)
+        self.outbox.put(error_frame(code, message, **fields))
 
     async def handle_text(self, text: str) -> None:
         self.last_input = time.monotonic()
@@ -240,19 +250,27 @@ class Session:
             content=frame.content,
             max_runs_per_user=ctx.settings.max_runs_per_user,
             unclaimed_grace_s=ctx.settings.unclaimed_grace_s,
+            client_ref=_retry_key(frame),
+            client_ref_ttl_s=ctx.settings.chat_dedup_s,
         )
         policy = ctx.settings.on_busy
         try:
-            queued = await create(enqueue_when_busy=policy == "enqueue")
+            created = await create(enqueue_when_busy=policy == "enqueue")
         except ConversationBusy:
             if policy != "interrupt":
                 raise
             await self._interrupt(conversation_id)
-            queued = await create()
-        # Accepted goes out before the run can produce anything, so it is always the first frame.
-        self.outbox.put(
-            serialize(RunAccepted(id=frame.id, run_id=run_id, conversation_id=conversation_id, queued=queued))
+            created = await create()
+        accepted = RunAccepted(
+            id=frame.id, run_id=created.run_id, conversation_id=created.conversation_id, queued=created.queued
         )
+        # Accepted goes out before the run can produce anything, so it is always the first frame.
+        self.outbox.put(serialize(accepted))
+        if created.duplicate:
+            # A retry of a chat whose reply was lost: the same run, replayed from its start.
+            await self._unfollow(created.run_id)
+            await self._follow(created.run_id, after_seq=0)
+            return
         ctx.metrics.runs_started.inc()
         await self._follow(run_id, after_seq=0)
         try:

@@ -10,6 +10,7 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:conv:{conversation_id}`` | hash | conversation owner and its active run |
 | ``P:conv:{conversation_id}:waiting`` | list | runs queued behind the active one (on_busy=enqueue) |
 | ``P:user:{user}:runs`` | set | the user's runs in flight (concurrent-run quota) |
+| ``P:user:{user}:chat:{ref}`` | string with TTL | the run a chat frame (id + content) started |
 | ``P:user:{user}:sockets`` | sorted set | the user's open sockets, scored by expiry (socket cap) |
 | ``P:user:{user}:rate`` | string | the user's message rate-limit state |
 | ``P:runs:leases`` | sorted set | runs being worked on (or re-queued), scored by lease deadline |
@@ -59,6 +60,9 @@ class Keys:
 
     def user_runs(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:runs"
+
+    def user_chat_ref(self, user: str, client_ref: str) -> str:
+        return f"{self.prefix}:user:{user}:chat:{client_ref}"
 
     def user_sockets(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:sockets"

@@ -86,11 +86,17 @@ return append(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
-# KEYS: meta, conv, user_runs, conv_waiting, leases. ARGV: run_id, user, conversation_id,
+# KEYS: meta, conv, user_runs, conv_waiting, leases, client_ref. ARGV: run_id, user, conversation_id,
 # is_new_conversation, content, now, conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind
-# the active run), unclaimed_deadline (a sweeper re-sends the message if nobody has claimed it by then)
-# Returns 'ok', 'waiting' (queued behind the active run) or a refusal.
+# the active run), unclaimed_deadline (a sweeper re-sends the message if nobody has claimed it by then),
+# client_ref_ttl ('' = the chat has no client reference).
+# Returns 'ok', 'waiting' (queued behind the active run), 'duplicate RUN CONV' or a refusal.
 CREATE_SCRIPT = """
+if ARGV[11] ~= '' then
+  -- The same client reference again (a retry after a lost reply): the run it already started.
+  local seen = redis.call('GET', KEYS[6])
+  if seen then return 'duplicate ' .. seen end
+end
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if ARGV[4] == '1' then
   if owner then return 'conversation_not_found' end
@@ -119,6 +125,7 @@ else
   redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
+if ARGV[11] ~= '' then redis.call('SET', KEYS[6], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[11]) end
 return status == 'waiting' and 'waiting' or 'ok'
 """
 
@@ -208,6 +215,14 @@ class AppendRefused(Exception):
 _REFUSALS = {-1: "unknown_run", -2: "already_terminal", -3: "stale_attempt"}
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    run_id: str
+    conversation_id: str
+    queued: bool
+    duplicate: bool
+
+
 class RunWaiting(Enum):
     """The run is queued behind its conversation's active run (on_busy=enqueue): try later."""
 
@@ -289,9 +304,12 @@ class RunStore:
         max_runs_per_user: int = 1_000_000,
         enqueue_when_busy: bool = False,
         unclaimed_grace_s: float = 30.0,
-    ) -> bool:
-        """Create a queued run. Returns True when it waits behind the conversation's active run
-        (``enqueue_when_busy``); raises ConversationNotFound, ConversationBusy or TooManyRuns."""
+        client_ref: str | None = None,
+        client_ref_ttl_s: int = 600,
+    ) -> Created:
+        """Create a queued run (``queued``: it waits behind the conversation's active run). With a
+        ``client_ref`` seen before, nothing is created: the earlier run comes back as a duplicate.
+        Raises ConversationNotFound, ConversationBusy or TooManyRuns."""
         k = self.keys
         result = await self._create(
             keys=[
@@ -300,6 +318,7 @@ class RunStore:
                 k.user_runs(user),
                 k.conversation_waiting(conversation_id),
                 k.leases(),
+                k.user_chat_ref(user, client_ref or ""),
             ],
             args=[
                 run_id,
@@ -312,8 +331,12 @@ class RunStore:
                 max_runs_per_user,
                 "1" if enqueue_when_busy else "0",
                 repr(time.time() + unclaimed_grace_s),
+                str(client_ref_ttl_s) if client_ref else "",
             ],
         )
+        if str(result).startswith("duplicate "):
+            _, earlier_run, earlier_conversation = str(result).split(" ")
+            return Created(earlier_run, earlier_conversation, queued=False, duplicate=True)
         if result == "conversation_not_found":
             raise ConversationNotFound(f"conversation {conversation_id} not found")
         if result == "too_many_runs":
@@ -322,7 +345,7 @@ class RunStore:
             raise ConversationBusy(
                 f"conversation {conversation_id} already has a run in flight; stop it or wait for it to end"
             )
-        return bool(result == "waiting")
+        return Created(run_id, conversation_id, queued=result == "waiting", duplicate=False)
 
     @_translate
     async def active_run(self, conversation_id: str) -> str | None:

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     max_sockets_per_user: int = Field(10, ge=1)
     max_run_tokens: int = Field(2000, ge=1, description="Tokens per run; then it completes, truncated.")
     on_busy: Literal["reject", "interrupt", "enqueue"] = "reject"
+    chat_dedup_s: int = Field(600, ge=1, description="A chat frame's id is idempotent for this long.")
 
     # Runs.
     run_retention_s: int = Field(3600, ge=1, description="How long a finished run stays resumable.")
