@@ -118,6 +118,9 @@ async def main_async(args: argparse.Namespace) -> int:
         CHATGW_SWEEP_INTERVAL_S="0.5",
         CHATGW_WORKER_SHUTDOWN_GRACE_S="1",
         CHATGW_MAX_ATTEMPTS="10",
+        # The chaos run measures failures, not the per-user rate limit (tested on its own).
+        CHATGW_RATE_LIMIT_PER_MINUTE="100000",
+        CHATGW_RATE_LIMIT_BURST="1000",
     )
     started = time.monotonic()
     try:
@@ -149,7 +152,9 @@ async def main_async(args: argparse.Namespace) -> int:
             "minutes": args.minutes,
             "clients": args.clients,
             "runs_checked": len(checked),
-            "requests_lost_in_flight": len(runs) - len(checked),
+            "requests_refused_or_lost": len(runs) - len(checked) - len(stuck),
+            "request_errors": dict(Counter(r["error"].split("(")[0] for r in runs if "error" in r)),
+            "request_error_examples": sorted({r["error"][:160] for r in runs if "error" in r})[:5],
             "outcomes": dict(outcomes),
             "runs_retried": sum(any(e["type"] == "run.retrying" for e in r["events"]) for r in checked),
             "events_checked": sum(len(r["events"]) for r in checked),
