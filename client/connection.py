@@ -84,14 +84,16 @@ class ChatgwConnection:
     def _run_queue(self, run_id: str) -> asyncio.Queue[dict[str, Any]]:
         return self.runs.setdefault(run_id, asyncio.Queue())
 
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        if "seq" in frame and "run_id" in frame:
+            self._run_queue(frame["run_id"]).put_nowait(frame)
+        else:
+            self.replies.put_nowait(frame)
+
     async def _read(self) -> None:
         try:
             async for message in self.ws:
-                frame = orjson.loads(message)
-                if "seq" in frame and "run_id" in frame:
-                    self._run_queue(frame["run_id"]).put_nowait(frame)
-                else:
-                    self.replies.put_nowait(frame)
+                self._dispatch(orjson.loads(message))
         except Exception:
             pass
         finally:

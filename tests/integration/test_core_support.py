@@ -29,20 +29,9 @@ class WireConnection(ChatgwConnection):
     async def __aenter__(self) -> WireConnection:
         return self
 
-    async def _read(self) -> None:
-        try:
-            async for message in self.ws:
-                frame = orjson.loads(message)
-                self.wire.append(frame)
-                if "seq" in frame and "run_id" in frame:
-                    self._run_queue(frame["run_id"]).put_nowait(frame)
-                else:
-                    self.replies.put_nowait(frame)
-        except Exception:
-            pass
-        finally:
-            if not self.closed.done():
-                self.closed.set_result((self.ws.close_code, self.ws.close_reason or ""))
+    def _dispatch(self, frame: dict[str, Any]) -> None:
+        self.wire.append(frame)
+        super()._dispatch(frame)
 
 
 async def connect(
