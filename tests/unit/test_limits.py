@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -13,15 +12,6 @@ from redis.asyncio import Redis
 from gateway.limits import Limits
 from shared.errors import ErrorCode, LimitExceeded
 from shared.keys import Keys
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
