@@ -27,9 +27,9 @@ from redis.asyncio import Redis
 
 from cli.embedded_redis import free_port
 from client import ChatgwConnection, ResilientClient
-from tests.conftest import _redis_answers
-from tests.integration.failures import run_violations
-from tests.integration.stack import Stack
+from shared.testing.invariants import run_violations
+from shared.testing.redis import redis_answers
+from shared.testing.stack import Stack
 
 
 class Chaos:
@@ -105,7 +105,7 @@ async def replay(url: str, user: str, run_id: str) -> list[dict[str, Any]]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    redis_url = args.redis_url or ("redis://127.0.0.1:6379/0" if _redis_answers("127.0.0.1", 6379) else None)
+    redis_url = args.redis_url or ("redis://127.0.0.1:6379/0" if redis_answers("127.0.0.1", 6379) else None)
     if redis_url is None:
         print("needs a Redis on 127.0.0.1:6379 or --redis-url", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from client import ResilientClient
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 
 
 async def trial(stack: Stack) -> float:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from client import ChatgwConnection
-from tests.conftest import _redis_answers
-from tests.integration.stack import Stack
+from shared.testing.redis import redis_answers
+from shared.testing.stack import Stack
 
 
 def rss_kib(pid: int) -> int:
@@ -62,7 +62,7 @@ async def idle_sockets(url: str, count: int) -> list[ChatgwConnection]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    if not _redis_answers("127.0.0.1", 6379):
+    if not redis_answers("127.0.0.1", 6379):
         sys.exit("needs a Redis on 127.0.0.1:6379")
     stack = Stack(
         "redis://127.0.0.1:6379/0",

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 from cli.embedded_redis import EmbeddedRedis
-
-
-def _redis_answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+from shared.testing.redis import redis_answers
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    if _redis_answers("127.0.0.1", 6379):
+    if redis_answers("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
     server = EmbeddedRedis().start()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from client import ChatgwConnection
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 
 
 async def test_a_retried_chat_is_the_same_run(stack: Stack, redis: Redis) -> None:

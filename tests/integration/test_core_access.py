@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 from tests.integration.test_core_support import (
     SLOW_MS,
     assert_well_formed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 from tests.integration.test_core_support import connect, start
 
 MAX_CHARS = 20

@@ -8,7 +8,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from client import ChatgwConnection
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 from tests.integration.test_core_support import (
     SLOW_MS,
     assert_well_formed,

@@ -6,7 +6,7 @@ import uuid
 
 from redis.asyncio import Redis
 
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 from tests.integration.test_core_support import (
     SLOW_MS,
     assert_well_formed,

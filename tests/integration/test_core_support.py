@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from client import ChatgwConnection, RunTranscript
-from tests.integration.stack import Gateway, Proc, Stack, wait_for
+from shared.testing.stack import Gateway, Proc, Stack, wait_for
 
 SLOW_MS = "30"  # token delay that leaves a run in flight for about a second
 TERMINAL = frozenset({"run.completed", "run.stopped", "run.failed"})

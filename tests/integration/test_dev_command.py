@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cli.embedded_redis import free_port
 from client import ChatgwConnection
-from tests.integration.stack import ROOT, wait_for
+from shared.testing.stack import ROOT, wait_for
 
 
 async def test_chatgw_dev_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ from websockets.exceptions import ConnectionClosed
 from client import ResilientClient
 from shared.keys import Keys
 from shared.runstore import RunStore
+from shared.testing.invariants import assert_run_invariants
+from shared.testing.stack import Stack, wait_for
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.integration.failures import assert_run_invariants
-from tests.integration.stack import Stack, wait_for
 
 FAST_LEASES = {"CHATGW_RUN_LEASE_S": "1.5", "CHATGW_SWEEP_INTERVAL_S": "0.3"}
 

@@ -39,7 +39,7 @@ from shared.protocol import (
     parse_client_frame,
     parse_server_frame,
 )
-from tests.integration.stack import Gateway, Stack
+from shared.testing.stack import Gateway, Stack
 
 MAX_FRAME = 4096  # small, so oversized frames are cheap to send
 MAX_CONTENT = 200

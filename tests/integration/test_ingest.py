@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from client import ChatgwConnection
-from tests.integration.stack import ROOT, Stack, wait_for
+from shared.testing.stack import ROOT, Stack, wait_for
 from worker.agent.index import IndexSnapshot
 
 

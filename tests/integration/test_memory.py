@@ -20,7 +20,7 @@ import pytest
 
 from client import ChatgwConnection
 from shared.settings import Settings, load_settings
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 from tests.integration.test_core_support import assert_well_formed, connect, start
 from worker.agent import NullRetriever, OfflineChatModel, build_graph
 from worker.agent.memory import is_stopped, open_checkpointer

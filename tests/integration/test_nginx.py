@@ -12,8 +12,8 @@ import pytest
 
 from cli.embedded_redis import free_port
 from client import ResilientClient
-from tests.integration.failures import assert_run_invariants
-from tests.integration.stack import ROOT, Stack, wait_for
+from shared.testing.invariants import assert_run_invariants
+from shared.testing.stack import ROOT, Stack, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 

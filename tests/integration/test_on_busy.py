@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from client import ChatgwConnection
-from tests.integration.failures import assert_run_invariants
-from tests.integration.stack import Stack
+from shared.testing.invariants import assert_run_invariants
+from shared.testing.stack import Stack
 
 
 def _slow_stack(redis_url: str, tmp_path: Path, policy: str) -> Stack:

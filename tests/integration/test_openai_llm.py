@@ -19,8 +19,8 @@ import pytest
 from cli.embedded_redis import free_port
 from client import ChatgwConnection
 from client.connection import RunTranscript
+from shared.testing.stack import Stack, wait_for
 from tests.fakes import FakeOpenAIServer
-from tests.integration.stack import Stack, wait_for
 
 API_KEY = "sk-test-SECRET-0123456789"
 SYSTEM_PROMPT = "You are the chatgw integration-test assistant."

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cli.embedded_redis import EmbeddedRedis
 from client import ResilientClient
-from tests.integration.failures import assert_run_invariants
-from tests.integration.stack import Stack, wait_for
+from shared.testing.invariants import assert_run_invariants
+from shared.testing.stack import Stack, wait_for
 
 
 def _ready_status(http: str) -> int:

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from shared.errors import CloseCode
 from shared.protocol import parse_server_frame
-from tests.integration.stack import Gateway, Stack
+from shared.testing.stack import Gateway, Stack
 
 SECRET = "integration-secret-integration-secret"
 AUDIENCE = "chatgw"

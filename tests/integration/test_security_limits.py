@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from shared.errors import CloseCode
 from shared.keys import Keys
 from shared.protocol import parse_server_frame
-from tests.integration.stack import Gateway, Stack
+from shared.testing.stack import Gateway, Stack
 
 MAX_RUNS = 3
 MAX_SOCKETS = 2

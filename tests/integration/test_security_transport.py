@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from shared.errors import CloseCode
 from shared.protocol import parse_server_frame
-from tests.integration.stack import Gateway, Stack, wait_for
+from shared.testing.stack import Gateway, Stack, wait_for
 
 APP_ORIGIN = "https://app.example.com"
 AUTH = {"Authorization": "Bearer dev:alice"}

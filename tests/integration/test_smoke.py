@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from client import ChatgwConnection
-from tests.integration.stack import Stack
+from shared.testing.stack import Stack
 
 
 async def test_chat_streams_to_completion(stack: Stack) -> None:

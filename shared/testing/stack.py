@@ -1,4 +1,4 @@
-"""Real chatgw processes for integration tests: workers and gateways on unused ports."""
+"""Real chatgw processes for integration tests and benchmarks: workers and gateways on unused ports."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cli.embedded_redis import free_port
 
+# shared/testing/stack.py → the repository root (the editable install runs from the checkout).
 ROOT = Path(__file__).resolve().parents[2]
 
 
