@@ -20,21 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import percentile, rss_kib
 from client import ChatgwConnection
 from shared.testing.redis import redis_answers
 from shared.testing.stack import Stack
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def one_client(url: str, user: str, runs: int, latencies: list[float], ttft: list[float]) -> int:
@@ -104,12 +93,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(elapsed, 2),
             "events_per_second": round(sum(counts) / elapsed),
             "event_latency_ms": {
-                "p50": round(pct(latencies, 0.50), 2),
-                "p95": round(pct(latencies, 0.95), 2),
-                "p99": round(pct(latencies, 0.99), 2),
+                "p50": round(percentile(latencies, 50), 2),
+                "p95": round(percentile(latencies, 95), 2),
+                "p99": round(percentile(latencies, 99), 2),
                 "mean": round(statistics.fmean(latencies), 2),
             },
-            "time_to_first_token_ms": {"p50": round(pct(ttft, 0.5), 1), "p95": round(pct(ttft, 0.95), 1)},
+            "time_to_first_token_ms": {
+                "p50": round(percentile(ttft, 50), 1),
+                "p95": round(percentile(ttft, 95), 1),
+            },
             "gateway_rss_kib": {"before": base_rss, f"with_{args.idle_sockets}_idle_sockets": idle_rss},
             "gateway_kib_per_idle_socket": round((idle_rss - base_rss) / max(1, args.idle_sockets), 1),
         }

@@ -31,13 +31,15 @@ def wait_for(
 
 
 class Proc:
-    def __init__(self, role: str, env: dict[str, str], log_path: Path) -> None:
+    """``chatgw <role>`` as a child process (or ``argv``, e.g. bench/baseline_app.py), logging to a file."""
+
+    def __init__(self, role: str, env: dict[str, str], log_path: Path, argv: list[str] | None = None) -> None:
         self.role = role
         self.env = env
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", role],
+            argv or [sys.executable, "-m", "cli.main", role],
             env=env,
             cwd=ROOT,
             stdout=self._log,
@@ -75,9 +77,11 @@ class Proc:
 
 
 class Gateway(Proc):
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    """A process serving ``/ws`` and ``/readyz`` on ``CHATGW_PORT``: chatgw's gateway unless ``argv``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, argv: list[str] | None = None) -> None:
         self.port = int(env["CHATGW_PORT"])
-        super().__init__("gateway", env, log_path)
+        super().__init__("gateway", env, log_path, argv)
 
     @property
     def url(self) -> str:
