@@ -107,6 +107,7 @@ class Config:
     ramp_s: float = 2.0
     drain_s: float = 30.0
     designs: tuple[str, ...] = ("baseline", "chatgw")
+    all_levels: bool = False  # go on after a level that is not held (the curves, not just the verdict)
     rule: HoldRule = field(default_factory=HoldRule)
 
     @property
@@ -155,6 +156,7 @@ def level_report(
         "pace_ms": {
             "per_word_gap": p50_p99(samples.gap_ms_per_word),
             "per_run": p50_p99(samples.run_pace_ms),
+            "per_run_at_source": p50_p99(samples.source_pace_ms),
         },
         "tokens_lost": samples.words_lost,
         "runs_content_mismatch": samples.runs_content_mismatch,
@@ -216,9 +218,10 @@ async def bench_design(design: Design, cfg: Config, out: dict[str, Any]) -> None
         report = await measure_level(design, concurrency, cfg)
         out["levels"].append(report)
         log(f"{design.name} @{concurrency}: {_one_line(report)}")
-        if not report["held"]:
+        if report["held"] and all(r["held"] for r in out["levels"]):
+            out["streams_held"] = concurrency
+        elif not cfg.all_levels:
             return
-        out["streams_held"] = concurrency
         await asyncio.sleep(2)  # the level's sockets finish closing
 
 
@@ -226,6 +229,7 @@ def _one_line(r: dict[str, Any]) -> str:
     verdict = "held" if r["held"] else f"NOT held: {'; '.join(r['hold_failures'])}"
     return (
         f"ttft {r['ttft_ms']} relay {r['relay_ms']} pace {r['pace_ms']['per_run']} "
+        f"(at source {r['pace_ms']['per_run_at_source']}) "
         f"cpu/token {r['cpu_us_per_token']['servers_total']} µs client {r['client_cpu_pct_of_core']}% "
         f"— {verdict}"
     )
@@ -358,7 +362,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | {_pair(idle.get('ttft_ms', {}))} | {cpu} | {d.get('streams_held', 0)} |")
     lines += [
         "",
-        f"| streams | design | TTFT p50 / p99 ms | relay p50 / p99 ms | pace p50 / p99 ms (model {pace:g}) "
+        "| streams | design | TTFT p50 / p99 ms | relay p50 / p99 ms "
+        f"| pace p50 / p99 (at source p99) ms, model {pace:g} "
         "| tokens/s | lost | errors | CPU µs/token: servers total (per process) | RSS MiB "
         "| client CPU % | held |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -376,7 +381,8 @@ def markdown(results: dict[str, Any]) -> str:
         errors = sum(r["errors"].values())
         lines.append(
             f"| {concurrency} | {name} | {_pair(r['ttft_ms'])} | {_pair(r['relay_ms'])} "
-            f"| {_pair(r['pace_ms']['per_run'])} | {r['tokens_per_s']} | {r['tokens_lost']} | {errors} "
+            f"| {_pair(r['pace_ms']['per_run'])} (src {_num(r['pace_ms']['per_run_at_source']['p99'])}) "
+            f"| {r['tokens_per_s']} | {r['tokens_lost']} | {errors} "
             f"| {_num(per_token['servers_total'])} ({parts}) | {rss} | {r['client_cpu_pct_of_core']} "
             f"| {'yes' if r['held'] else 'no'} |"
         )
@@ -396,18 +402,22 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     designs = results["designs"]
     fig, (held, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = list(designs)
-    held.bar(
-        names, [designs[n].get("streams_held", 0) for n in names], color=["#888888", "#2a6fdb"][: len(names)]
+    colours = {name: f"C{i}" for i, name in enumerate(names)}
+    bars = held.bar(
+        names, [designs[n].get("streams_held", 0) for n in names], color=[colours[n] for n in names]
     )
+    held.bar_label(bars)
     held.set_title("concurrent streams held (hold rule)")
     held.set_ylabel("streams")
     for name in names:
         levels = [r for r in designs[name].get("levels", []) if r["cpu_us_per_token"]["servers_total"]]
         xs = [r["concurrency"] for r in levels]
-        cpu.plot(xs, [r["cpu_us_per_token"]["servers_total"] for r in levels], marker="o", label=name)
+        ys = [r["cpu_us_per_token"]["servers_total"] for r in levels]
+        cpu.plot(xs, ys, marker="o", label=name, color=colours[name])
     cpu.set_xscale("log")
     cpu.set_xticks(list(results["settings"]["levels"]), [str(x) for x in results["settings"]["levels"]])
     cpu.minorticks_off()
+    cpu.set_ylim(bottom=0)
     cpu.set_xlabel("concurrent streams")
     cpu.set_ylabel("server CPU µs per delivered token")
     cpu.set_title("CPU per token (all server processes)")
@@ -478,6 +488,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     parser.add_argument("--idle-chats", type=int, default=50)
     parser.add_argument("--idle-cpu-seconds", type=float, default=10.0)
     parser.add_argument("--designs", default="baseline,chatgw")
+    parser.add_argument("--all-levels", action="store_true", help="go on after a level that is not held")
     parser.add_argument("--time-limit-minutes", type=float, default=60.0, help="stop (keeping results) after")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"compare-{stamp}.json")
@@ -493,6 +504,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         idle_chats=args.idle_chats,
         idle_cpu_s=args.idle_cpu_seconds,
         designs=tuple(d.strip() for d in args.designs.split(",") if d.strip()),
+        all_levels=args.all_levels,
     )
     unknown = set(cfg.designs) - {"baseline", "chatgw"}
     if unknown or not cfg.levels or min(cfg.levels) < 1:

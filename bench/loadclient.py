@@ -54,6 +54,8 @@ class Samples:
     relay_ms: array[float] = field(default_factory=lambda: array("d"))
     gap_ms_per_word: array[float] = field(default_factory=lambda: array("d"))
     run_pace_ms: array[float] = field(default_factory=lambda: array("d"))  # per run: mean ms per word
+    # The same from the events' ts: the pace the server produced, before the relay to the client.
+    source_pace_ms: array[float] = field(default_factory=lambda: array("d"))
     words: int = 0
     runs_completed: int = 0
     words_lost: int = 0
@@ -71,16 +73,18 @@ class _Run:
     first_words: int = 0
     first: float = 0.0
     last: float = 0.0
+    first_ts: float = 0.0
+    last_ts: float = 0.0
 
     def on_token(self, text: str, ts: float, now: float, samples: Samples) -> None:
         words = count_words(text)
         samples.relay_ms.append((now - ts) * 1000)
         if self.words == 0:
             samples.ttft_ms.append((now - self.sent) * 1000)
-            self.first, self.first_words = now, words
+            self.first, self.first_ts, self.first_words = now, ts, words
         else:
             samples.gap_ms_per_word.append((now - self.last) * 1000 / max(1, words))
-        self.last = now
+        self.last, self.last_ts = now, ts
         self.words += words
         self.parts.append(text)
 
@@ -94,7 +98,9 @@ class _Run:
         samples.words_lost += max(0, count_words(content) - self.words)
         samples.runs_content_mismatch += content != "".join(self.parts)
         if self.words > self.first_words:
-            samples.run_pace_ms.append((self.last - self.first) * 1000 / (self.words - self.first_words))
+            later_words = self.words - self.first_words
+            samples.run_pace_ms.append((self.last - self.first) * 1000 / later_words)
+            samples.source_pace_ms.append((self.last_ts - self.first_ts) * 1000 / later_words)
 
 
 async def chat(ws: ClientConnection, request_id: str, question: str, samples: Samples) -> None:

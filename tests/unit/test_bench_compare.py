@@ -64,7 +64,7 @@ def _level(**changes: Any) -> dict[str, Any]:
         "runs_completed": 900,
         "relay_ms": {"p50": 1.0, "p99": 12.0},
         "ttft_ms": {"p50": 5.0, "p99": 80.0},
-        "pace_ms": {"per_run": {"p50": 20.5, "p99": 24.0}},
+        "pace_ms": {"per_run": {"p50": 20.5, "p99": 24.0}, "per_run_at_source": {"p50": 20.1, "p99": 20.5}},
         "tokens_lost": 0,
         "runs_content_mismatch": 0,
         "errors": {},
@@ -82,7 +82,7 @@ def test_hold_rule_holds_a_good_level() -> None:
     [
         ({"relay_ms": {"p50": 1.0, "p99": 50.1}}, "relay p99"),
         ({"ttft_ms": {"p50": 5.0, "p99": 1001.0}}, "TTFT p99"),
-        ({"pace_ms": {"per_run": {"p50": 20.5, "p99": 25.5}}}, "pace p99"),
+        ({"pace_ms": {"per_run": {"p50": 20.5, "p99": 25.5}, "per_run_at_source": {}}}, "pace p99"),
         ({"relay_ms": {"p50": None, "p99": None}}, "relay p99 None"),
         ({"tokens_lost": 3}, "3 tokens lost"),
         ({"runs_content_mismatch": 1}, "1 runs differ"),
