@@ -298,7 +298,22 @@ def splice_seq(body: str, seq: int) -> str:
     return '{"seq":' + str(seq) + "," + body[1:]
 
 
+_SEQ_HEAD = '{"seq":'
+_TYPE_HEAD = '"type":"'
+
+
 def peek_event(raw: str | bytes) -> tuple[int, str]:
-    """Read the ``seq`` and ``type`` of a stored event without building a model (hot path)."""
+    """Read the ``seq`` and ``type`` of a stored event without parsing it (hot path: every event).
+
+    The append script writes ``{"seq":N,`` in front of a body that starts with ``{"type":"…"``
+    (:func:`event_body`), so both sit at known places; anything else is parsed the slow way.
+    """
+    if isinstance(raw, str) and raw.startswith(_SEQ_HEAD):
+        comma = raw.find(",", 7)
+        if comma > 7 and raw.startswith(_TYPE_HEAD, comma + 1):
+            start = comma + 1 + len(_TYPE_HEAD)
+            end = raw.find('"', start)
+            if end > start:
+                return int(raw[7:comma]), raw[start:end]
     parsed = orjson.loads(raw)
     return int(parsed["seq"]), str(parsed["type"])

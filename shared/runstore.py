@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.errors import (
@@ -37,15 +38,14 @@ T = TypeVar("T")
 # Returns the new seq, or a negative refusal: -1 unknown run, -2 already terminal, -3 stale attempt.
 _APPEND_FN = """
 local function append(K, run_id, attempt, body, terminal_status, retention, now, eid)
-  local status = redis.call('HGET', K.meta, 'status')
+  local f = redis.call('HMGET', K.meta, 'status', 'last_eid', 'attempt', 'seq')
+  local status = f[1]
   if not status then return -1 end
   -- A retried call whose first try did run (the reply was lost) must not append twice.
-  if eid ~= '' and redis.call('HGET', K.meta, 'last_eid') == eid then
-    return tonumber(redis.call('HGET', K.meta, 'seq'))
-  end
+  if eid ~= '' and f[2] == eid then return tonumber(f[4]) end
   if status == 'completed' or status == 'stopped' or status == 'failed' then return -2 end
   -- The fence: only the current attempt may write.
-  if tonumber(redis.call('HGET', K.meta, 'attempt')) ~= tonumber(attempt) then return -3 end
+  if tonumber(f[3]) ~= tonumber(attempt) then return -3 end
   local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
   local payload = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
   redis.call('XADD', K.log, seq .. '-0', 'e', payload)
@@ -130,15 +130,15 @@ return status == 'waiting' and 'waiting' or 'ok'
 """
 
 # KEYS: meta, leases. ARGV: run_id, worker_id, now, lease_deadline. Returns {attempt, user,
-# conversation_id, content}, 'waiting' (behind another run of its conversation), or false.
+# conversation_id, content, created_at}, 'waiting' (behind another run of its conversation), or false.
 CLAIM_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'waiting' then return 'waiting' end
 if status ~= 'queued' then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'claimed_at', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'attempt', 'user', 'conversation_id', 'content')
-return {tonumber(f[1]), f[2], f[3], f[4]}
+local f = redis.call('HMGET', KEYS[1], 'attempt', 'user', 'conversation_id', 'content', 'created_at')
+return {tonumber(f[1]), f[2], f[3], f[4], f[5]}
 """
 
 # KEYS: meta, leases. ARGV: run_id, attempt, lease_deadline. 1 = renewed, 0 = no longer ours.
@@ -204,6 +204,18 @@ return 'stopping'
 )
 
 
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One event for :meth:`RunStore.append_batch`: ``body`` comes from :func:`shared.protocol.event_body`."""
+
+    run_id: str
+    conversation_id: str
+    attempt: int
+    body: str
+    terminal_status: str  # '' unless the event ends the run
+    event_id: str  # makes a retried append idempotent
+
+
 class AppendRefused(Exception):
     """The append script refused an event; ``reason`` says why. Internal to worker code paths."""
 
@@ -239,6 +251,7 @@ class Claim:
     user: str
     conversation_id: str
     content: str
+    created_at: float = 0.0  # Unix time the gateway created the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,8 +378,10 @@ class RunStore:
             return RUN_WAITING
         if not result:
             return None
-        attempt, user, conversation_id, content = result
-        return Claim(run_id, int(attempt), str(user), str(conversation_id), str(content))
+        attempt, user, conversation_id, content, created_at = result
+        return Claim(
+            run_id, int(attempt), str(user), str(conversation_id), str(content), float(created_at or 0)
+        )
 
     @_translate
     async def append(
@@ -402,6 +417,72 @@ class RunStore:
         if seq < 0:
             raise AppendRefused(_REFUSALS.get(seq, str(seq)))
         return seq
+
+    async def append_batch(
+        self, requests: list[AppendRequest]
+    ) -> list[int | AppendRefused | StoreUnavailable]:
+        """Append many events (of many runs) in one round trip: a pipeline of append scripts.
+
+        Each request gets its own outcome, in order: its seq, the refusal, or StoreUnavailable (the
+        whole batch failed to reach Redis; every request may be retried: each carries an event id).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        retention = self.retention_s
+        now = repr(time.time())
+        for r in requests:
+            # EVALSHA directly: a Script object on a pipeline costs a SCRIPT EXISTS round trip per batch.
+            pipe.evalsha(
+                self._append.sha,
+                5,
+                *self._run_keys(r.run_id, r.conversation_id),
+                r.run_id,
+                r.attempt,
+                r.body,
+                r.terminal_status,
+                retention,
+                now,
+                r.event_id,
+            )
+        try:
+            results = await pipe.execute(raise_on_error=False)
+            if any(isinstance(result, NoScriptError) for result in results):
+                # Redis restarted (or was flushed) since the script was loaded: load it, go again.
+                # Safe: every request carries an event id, so those that did run are not appended twice.
+                self._append.sha = await self.redis.script_load(APPEND_SCRIPT)
+                return await self.append_batch(requests)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            failure = StoreUnavailable(f"Redis is unreachable: {exc}")
+            return [failure] * len(requests)
+        outcomes: list[int | AppendRefused | StoreUnavailable] = []
+        for result in results:
+            if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
+                outcomes.append(StoreUnavailable(f"Redis is unreachable: {result}"))
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                seq = int(result)
+                outcomes.append(AppendRefused(_REFUSALS.get(seq, str(seq))) if seq < 0 else seq)
+        return outcomes
+
+    @_translate
+    async def renew_leases(self, attempts: dict[str, int], *, lease_s: float) -> dict[str, bool]:
+        """Extend the leases of many runs in one round trip; False for a run no longer ours."""
+        deadline = repr(time.time() + lease_s)
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id, attempt in attempts.items():
+            pipe.evalsha(
+                self._renew.sha, 2, self.keys.run(run_id), self.keys.leases(), run_id, attempt, deadline
+            )
+        results = await pipe.execute(raise_on_error=False)
+        if any(isinstance(result, NoScriptError) for result in results):
+            self._renew.sha = await self.redis.script_load(RENEW_SCRIPT)
+            return await self.renew_leases(attempts, lease_s=lease_s)
+        renewed: dict[str, bool] = {}
+        for run_id, result in zip(attempts, results, strict=True):
+            if isinstance(result, Exception):
+                raise result
+            renewed[run_id] = bool(int(result))
+        return renewed
 
     @_translate
     async def request_stop(self, run_id: str, user: str) -> str:

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     # Redis. None means "not configured": `chatgw dev` then starts an embedded Redis.
     redis_url: str | None = None
     key_prefix: str = Field("chatgw", description="Prefix of every Redis key chatgw writes.")
+    redis_max_connections: int = Field(
+        256, ge=4, le=100_000, description="Connections per Redis pool of a process; callers wait beyond."
+    )
+    redis_pool_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="How long a command waits for a free pooled connection."
+    )
 
     # Gateway.
     host: str = "127.0.0.1"
@@ -68,7 +74,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts per run before run.failed(worker_lost).")
 
     # Worker.
-    worker_concurrency: int = Field(16, ge=1, le=1024, description="Runs one worker process serves at once.")
+    worker_concurrency: int = Field(
+        256, ge=1, le=100_000, description="Runs one worker process executes at once (on its event loop)."
+    )
     worker_shutdown_grace_s: float = Field(30.0, ge=0)
     worker_metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics here.")
 
@@ -109,6 +117,7 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line.")
 
     @field_validator("key_prefix")
     @classmethod

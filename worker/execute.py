@@ -1,21 +1,30 @@
-"""Runs one chat run end to end: claim it, stream the agent, and write exactly one terminal event."""
+"""How a run goes from a Dramatiq message to its terminal event.
+
+:func:`admit_run` is all the actor does: take a slot, claim the run, start its task on the event loop
+and return, so one worker process runs as many runs as it has slots (``CHATGW_WORKER_CONCURRENCY``),
+not one per Dramatiq thread. :func:`run_claimed` then streams the agent and writes exactly one
+terminal event, or gives the attempt up (the run went elsewhere, or Redis stayed away) and leaves the
+run to the lease sweeper, which retries it visibly.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from typing import Any
 
 from shared.errors import AgentError, ErrorCode, StoreUnavailable
 from shared.protocol import Source
 from shared.runstore import Claim, RunWaiting
-from worker.agent.graph import stream_agent
+from worker.agent.graph import AgentResult, stream_agent
 from worker.agent.memory import record_partial_turn
 from worker.emitter import RunEmitter, RunLost
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+CLAIM_RETRY_S = 20.0  # a claim that keeps failing on Redis for this long fails the message
 
 
 def _failure(code: str, message: str) -> tuple[str, dict[str, Any]]:
@@ -29,69 +38,87 @@ def describe_failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     return _failure(ErrorCode.AGENT_ERROR, "the agent failed while answering")
 
 
-async def execute_run(rt: WorkerRuntime, run_id: str, waits: int = 0) -> None:
-    claim = await rt.store.claim(run_id, rt.worker_id, lease_s=rt.settings.run_lease_s)
+async def admit_run(rt: WorkerRuntime, run_id: str, waits: int = 0) -> None:
+    """Claim a run and start it on the loop; returns once it runs (or needs no running here)."""
+    if not rt.accepting:
+        await rt.runs.enqueue(run_id, waits=waits)  # draining: another worker takes it
+        return
+    await rt.take_slot()
+    try:
+        claim = await _claim(rt, run_id)
+    except BaseException:
+        rt.release_slot()
+        raise
     if isinstance(claim, RunWaiting):
+        rt.release_slot()
         # Queued behind its conversation's active run (on_busy=enqueue): look again shortly. The
         # active run's terminal event promotes this one, so the wait ends by itself.
         await rt.runs.enqueue(run_id, delay_ms=min(100 * 2**waits, 2000), waits=min(waits + 1, 10))
         return
     if claim is None:
+        rt.release_slot()
         # Stopped while queued, already finished, or taken by another worker: nothing to do.
         log.info("run %s is not queued; skipping", run_id)
         return
-    rt.attempts[run_id] = claim.attempt
-    try:
-        with rt.metrics.duration.time():
-            outcome = await _execute_claimed(rt, claim)
-        rt.metrics.runs.labels(outcome).inc()
-    finally:
-        rt.attempts.pop(run_id, None)
+    if claim.attempt == 1 and claim.created_at:
+        rt.metrics.observe_dispatch(time.time() - claim.created_at)
+    rt.start(claim, run_claimed(rt, claim))
+
+
+async def _claim(rt: WorkerRuntime, run_id: str) -> Claim | RunWaiting | None:
+    """Claim, retrying while Redis is unreachable (the claim script is idempotent per attempt)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLAIM_RETRY_S
+    delay = 0.05
+    while True:
+        try:
+            return await rt.store.claim(run_id, rt.worker_id, lease_s=rt.settings.run_lease_s)
+        except StoreUnavailable:
+            if loop.time() >= deadline:
+                raise
+            log.warning("Redis unavailable; retrying the claim of run %s", run_id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 class TokenBudgetReached(Exception):
     """CHATGW_MAX_RUN_TOKENS tokens were sent: the run completes, marked truncated."""
 
 
+async def run_claimed(rt: WorkerRuntime, claim: Claim) -> None:
+    started = time.monotonic()
+    outcome = await _execute_claimed(rt, claim)
+    rt.metrics.duration.observe(time.monotonic() - started)
+    rt.metrics.runs.labels(outcome).inc()
+
+
 async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     """Returns the outcome: the terminal event written, or 'abandoned' (the run went elsewhere)."""
     run_id = claim.run_id
-    emitter = RunEmitter(rt.store, claim)
-    tokens: list[str] = []
+    emitter = RunEmitter(rt.appender, claim)
     max_tokens = rt.settings.max_run_tokens
+    claimed_at = time.monotonic()
+    config: Any = {"configurable": {"thread_id": claim.conversation_id}}
 
     async def on_sources(sources: list[Source]) -> None:
         await emitter.emit("retrieval", {"sources": [s.model_dump() for s in sources]})
 
     async def on_token(text: str) -> None:
-        # A stop must not split a token: the write finishes even when the agent is cancelled
-        # meanwhile, so the stopped content is exactly the tokens in the log.
-        write = asyncio.ensure_future(emitter.emit("token", {"text": text}))
-        try:
-            await asyncio.shield(write)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait({write})
-            if write.done() and not write.cancelled() and write.exception() is None:
-                tokens.append(text)
-            raise
-        tokens.append(text)
-        rt.metrics.tokens.inc()
-        if len(tokens) >= max_tokens:
+        # Never splits a token: each one is written whole, and a stop ends the run with exactly the
+        # tokens in the log (the emitter flushes them before the terminal event).
+        await emitter.token(text)
+        if emitter.tokens == 1:
+            rt.metrics.observe_first_token(time.monotonic() - claimed_at)
+        if emitter.tokens >= max_tokens:
             raise TokenBudgetReached  # ends the agent (and its upstream request) right here
 
     try:
         await emitter.emit("run.started", {"attempt": claim.attempt})
-    except RunLost:
+    except (RunLost, StoreUnavailable) as exc:
+        log.warning("run %s: cannot start (%s); leaving it to the sweeper", run_id, exc)
         return "abandoned"
     agent = asyncio.create_task(
-        stream_agent(
-            rt.graph,
-            claim.content,
-            on_sources=on_sources,
-            on_token=on_token,
-            config={"configurable": {"thread_id": claim.conversation_id}},
-        ),
+        stream_agent(rt.graph, claim.content, on_sources=on_sources, on_token=on_token, config=config),
         name=f"agent-{run_id}",
     )
     rt.active[run_id] = agent
@@ -103,61 +130,78 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
         if not done:
             agent.cancel()
             await asyncio.wait({agent})
+            await _flush_quietly(emitter)
             terminal = _failure(ErrorCode.RUN_TIMEOUT, f"the run exceeded {rt.settings.run_timeout_s:g} s")
         elif agent.cancelled():
-            terminal = ("run.stopped", {"content": "".join(tokens)})
-            # Only a user's stop ends the turn: a run cancelled for hand-back or a lost lease runs again
-            # elsewhere and must not leave a stopped copy of itself in the conversation.
-            try:
-                user_stop = await rt.store.stop_requested(run_id)
-            except Exception:
-                user_stop = False  # Redis is down; the terminal write below reports it
-            if user_stop:
-                # Before the terminal event, so the conversation's next turn sees it. Never raises.
-                await record_partial_turn(
-                    rt.graph,
-                    {"configurable": {"thread_id": claim.conversation_id}},
-                    claim.content,
-                    terminal[1]["content"],
-                )
-        elif (exc := agent.exception()) is not None:
-            if isinstance(exc, RunLost):
-                log.warning("run %s: %s; this attempt stops writing", run_id, exc)
+            terminal = await _stopped(rt, claim, emitter, config)
+        elif (error := agent.exception()) is not None:
+            if isinstance(error, RunLost | StoreUnavailable):
+                # Fenced out, or Redis away for longer than the outage budget: give the attempt up.
+                # Its lease expires and a sweeper retries the run (run.retrying) once Redis is back.
+                log.warning("run %s: %s; this attempt stops writing", run_id, error)
                 return "abandoned"
-            if isinstance(exc, TokenBudgetReached):
-                terminal = ("run.completed", {"content": "".join(tokens), "truncated": True})
+            await emitter.flush()
+            if isinstance(error, TokenBudgetReached):
+                terminal = ("run.completed", {"content": emitter.content, "truncated": True})
                 # The graph never reached its own save: keep the (cut) answer in the conversation.
-                await record_partial_turn(
-                    rt.graph,
-                    {"configurable": {"thread_id": claim.conversation_id}},
-                    claim.content,
-                    terminal[1]["content"],
-                    stopped=False,
-                )
+                await record_partial_turn(rt.graph, config, claim.content, emitter.content, stopped=False)
             else:
-                terminal = describe_failure(exc)
-            if not isinstance(exc, AgentError | TokenBudgetReached):
-                log.error("run %s: agent failed", run_id, exc_info=exc)
+                terminal = describe_failure(error)
+                if not isinstance(error, AgentError):
+                    log.error("run %s: agent failed", run_id, exc_info=error)
         else:
-            result = agent.result()
-            fields: dict[str, Any] = {"content": "".join(tokens)}
-            if result.usage:
-                fields["usage"] = result.usage
-            if result.truncated:
-                fields["truncated"] = True
-            terminal = ("run.completed", fields)
+            await emitter.flush()
+            terminal = _completed(agent.result(), emitter.content)
+    except (RunLost, StoreUnavailable) as exc:
+        log.warning("run %s: %s; this attempt stops writing", run_id, exc)
+        return "abandoned"
     except asyncio.CancelledError:
-        # The worker itself is shutting down or hit Dramatiq's time limit.
+        # The worker itself is shutting down.
         agent.cancel()
         raise
     finally:
         rt.active.pop(run_id, None)
+        rt.metrics.tokens.inc(emitter.tokens)  # per run, not per token
     try:
         await emitter.emit(*terminal)
-    except RunLost as exc:
-        log.warning("run %s: terminal event refused (%s)", run_id, exc)
+    except (RunLost, StoreUnavailable) as exc:
+        log.warning("run %s: terminal event not written (%s)", run_id, exc)
         return "abandoned"
-    except StoreUnavailable:
-        log.error("run %s: could not write its terminal event; Redis unreachable", run_id)
-        raise
+    if terminal[0] == "run.failed":
+        rt.metrics.run_failed(terminal[1]["error"]["code"])
     return terminal[0].removeprefix("run.")
+
+
+async def _flush_quietly(emitter: RunEmitter) -> None:
+    try:
+        await emitter.flush()
+    except (RunLost, StoreUnavailable):
+        raise
+    except Exception:
+        log.exception("flushing a run's tokens failed")
+
+
+async def _stopped(
+    rt: WorkerRuntime, claim: Claim, emitter: RunEmitter, config: Any
+) -> tuple[str, dict[str, Any]]:
+    await emitter.flush()
+    terminal = ("run.stopped", {"content": emitter.content})
+    # Only a user's stop ends the turn: a run cancelled for hand-back or a lost lease runs again
+    # elsewhere and must not leave a stopped copy of itself in the conversation.
+    try:
+        user_stop = await rt.store.stop_requested(claim.run_id)
+    except Exception:
+        user_stop = False  # Redis is down; the terminal write reports it
+    if user_stop:
+        # Before the terminal event, so the conversation's next turn sees it. Never raises.
+        await record_partial_turn(rt.graph, config, claim.content, emitter.content)
+    return terminal
+
+
+def _completed(result: AgentResult, content: str) -> tuple[str, dict[str, Any]]:
+    fields: dict[str, Any] = {"content": content}
+    if result.usage:
+        fields["usage"] = result.usage
+    if result.truncated:
+        fields["truncated"] = True
+    return "run.completed", fields

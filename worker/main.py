@@ -1,4 +1,9 @@
-"""`chatgw worker`: one Dramatiq worker process consuming chat runs."""
+"""`chatgw worker`: one Dramatiq worker process consuming chat runs.
+
+Runs execute as tasks on one event loop (up to ``CHATGW_WORKER_CONCURRENCY`` at once); Dramatiq's
+threads only hand messages to it, so two of them are plenty, and an idle worker sleeps on the broker's
+doorbell instead of waking every few milliseconds.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,9 @@ import threading
 from types import FrameType
 
 from dramatiq import Worker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, Retries, ShutdownNotifications, TimeLimit
 
-from shared.broker import make_broker
+from shared.broker import Capacity, DoorbellRedisBroker, make_broker
 from shared.keys import RUN_QUEUE
 from shared.settings import Settings
 from worker.actors import declare_actors
@@ -20,14 +24,21 @@ from worker.runtime import build_llm
 
 log = logging.getLogger(__name__)
 
+DISPATCH_THREADS = 2
+# How long Dramatiq's idle threads block before looking at their queue again: with the doorbell this
+# only bounds how fast they notice shutdown, so it can be long (and an idle worker cheap).
+WORKER_TIMEOUT_MS = 1000
 
-def build_worker_broker(settings: Settings) -> tuple[RedisBroker, RuntimeMiddleware]:
-    runtime = RuntimeMiddleware(settings)
+
+def build_worker_broker(settings: Settings) -> tuple[DoorbellRedisBroker, RuntimeMiddleware]:
+    capacity = Capacity(settings.worker_concurrency)
+    runtime = RuntimeMiddleware(settings, capacity)
     broker = make_broker(
         settings,
         middleware=[TimeLimit(), ShutdownNotifications(), Retries(max_retries=0), AsyncIO(), runtime],
+        capacity=capacity,
     )
-    declare_actors(broker, runtime, settings)
+    declare_actors(broker, runtime)
     broker.declare_queue(RUN_QUEUE)
     return broker, runtime
 
@@ -35,7 +46,7 @@ def build_worker_broker(settings: Settings) -> tuple[RedisBroker, RuntimeMiddlew
 def run_worker(settings: Settings) -> None:
     build_llm(settings)  # a misconfigured LLM fails here, with a clear ConfigError, before anything runs
     broker, _ = build_worker_broker(settings)
-    worker = Worker(broker, worker_threads=settings.worker_concurrency, worker_timeout=100)
+    worker = Worker(broker, worker_threads=DISPATCH_THREADS, worker_timeout=WORKER_TIMEOUT_MS)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -47,5 +58,6 @@ def run_worker(settings: Settings) -> None:
     worker.start()
     log.info("chatgw worker consuming %r", RUN_QUEUE)
     stop.wait()
+    # The runtime drains first (RuntimeMiddleware.before_worker_shutdown): runs finish or are handed back.
     worker.stop(timeout=int((settings.worker_shutdown_grace_s + 15) * 1000))
     broker.close()

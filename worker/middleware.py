@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -11,6 +10,7 @@ from typing import Any
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
+from shared.broker import Capacity
 from shared.errors import ConfigError
 from shared.runqueue import RunQueue
 from shared.settings import Settings
@@ -28,8 +28,9 @@ class RuntimeMiddleware(dramatiq.Middleware):
     closed in ``after_worker_shutdown`` before AsyncIO stops the loop.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, capacity: Capacity) -> None:
         self.settings = settings
+        self.capacity = capacity
         self._runtime: WorkerRuntime | None = None
 
     @property
@@ -43,7 +44,9 @@ class RuntimeMiddleware(dramatiq.Middleware):
         if loop_thread is None:
             raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
         try:
-            self._runtime = loop_thread.run_coroutine(WorkerRuntime.create(self.settings, RunQueue(broker)))
+            self._runtime = loop_thread.run_coroutine(
+                WorkerRuntime.create(self.settings, RunQueue(broker), self.capacity)
+            )
         except Exception as exc:
             # Dramatiq would log this and start consuming anyway, taking runs it cannot serve. Nothing
             # is in flight yet, so leave now, loudly.
@@ -55,12 +58,11 @@ class RuntimeMiddleware(dramatiq.Middleware):
         )
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        # Worker.stop() then waits for the worker threads, i.e. for these runs to end or be handed back.
+        # Runs live on the loop, not in Dramatiq's threads: wait here until each has finished or been
+        # handed back, before Dramatiq stops its threads and consumers.
         loop_thread = get_event_loop_thread()
         if self._runtime is not None and loop_thread is not None:
-            asyncio.run_coroutine_threadsafe(
-                self._runtime.drain(self.settings.worker_shutdown_grace_s), loop_thread.loop
-            )
+            loop_thread.run_coroutine(self._runtime.drain(self.settings.worker_shutdown_grace_s))
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         loop_thread = get_event_loop_thread()

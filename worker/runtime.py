@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +15,12 @@ from langchain_core.language_models import BaseChatModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.broker import Capacity
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
+from shared.redis_factory import async_redis
 from shared.runqueue import RunQueue
-from shared.runstore import RunStore
+from shared.runstore import Claim, RunStore
 from shared.settings import Settings
 from worker.agent.embeddings import build_embedder
 from worker.agent.faiss_retriever import FaissRetriever
@@ -25,6 +28,7 @@ from worker.agent.graph import build_graph
 from worker.agent.llm import build_chat_model
 from worker.agent.memory import open_checkpointer
 from worker.agent.retrieval import NullRetriever, Retriever
+from worker.appender import Appender
 from worker.metrics import WorkerMetrics
 from worker.supervision import hand_back, renew_leases, sweep_orphans
 
@@ -55,17 +59,22 @@ class WorkerRuntime:
     store: RunStore
     graph: Any
     runs: RunQueue
+    capacity: Capacity
+    appender: Appender
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)  # run_id -> its agent task
     attempts: dict[str, int] = field(default_factory=dict)  # run_id -> the attempt running here
+    run_tasks: set[asyncio.Task[None]] = field(default_factory=set)  # every run executing here
+    accepting: bool = True  # False once draining: messages go back to the queue
+    _slots: asyncio.Semaphore | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _memory: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)  # checkpointer
 
     @classmethod
-    async def create(cls, settings: Settings, runs: RunQueue) -> WorkerRuntime:
+    async def create(cls, settings: Settings, runs: RunQueue, capacity: Capacity) -> WorkerRuntime:
         keys = Keys(settings.key_prefix)
-        redis = Redis.from_url(settings.require_redis_url, decode_responses=True, health_check_interval=10)
+        redis = async_redis(settings)
         store = RunStore(
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
@@ -79,9 +88,19 @@ class WorkerRuntime:
             checkpointer=checkpointer,
             history_budget_chars=settings.history_budget_chars,
         )
-        runtime = cls(settings=settings, keys=keys, redis=redis, store=store, graph=graph, runs=runs)
+        runtime = cls(
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            store=store,
+            graph=graph,
+            runs=runs,
+            capacity=capacity,
+            appender=Appender(store),
+        )
         runtime._memory = memory
-        runtime.metrics.active.set_function(lambda: len(runtime.active))
+        runtime._slots = asyncio.Semaphore(capacity.limit)
+        runtime.metrics.active.set_function(lambda: len(runtime.run_tasks))
         if settings.worker_metrics_port is not None:
             runtime.metrics.serve(settings.worker_metrics_port)
         runtime._background = [
@@ -92,7 +111,37 @@ class WorkerRuntime:
         ]
         return runtime
 
+    # -- run slots: the asyncio semaphore bounds runs on this loop; Capacity mirrors it for the
+    # -- consumer thread, which fetches messages only while there is room.
+
+    async def take_slot(self) -> None:
+        assert self._slots is not None
+        await self._slots.acquire()
+        self.capacity.take()
+
+    def release_slot(self) -> None:
+        assert self._slots is not None
+        self.capacity.release()
+        self._slots.release()
+
+    def start(self, claim: Claim, run: Coroutine[Any, Any, None]) -> None:
+        """Run a claimed run on the loop in a slot already taken; frees the slot when it ends."""
+        self.attempts[claim.run_id] = claim.attempt
+        task = asyncio.get_running_loop().create_task(run, name=f"run-{claim.run_id}")
+        self.run_tasks.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self.run_tasks.discard(task)
+            if self.attempts.get(claim.run_id) == claim.attempt:
+                del self.attempts[claim.run_id]
+            self.release_slot()
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("run %s: unexpected error", claim.run_id, exc_info=exc)
+
+        task.add_done_callback(finished)
+
     async def close(self) -> None:
+        await self.appender.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -164,12 +213,16 @@ class WorkerRuntime:
                 log.exception("sweeper failed; continuing")
 
     async def drain(self, grace_s: float) -> None:
-        """Let runs in flight finish for ``grace_s``, then hand the rest to other workers."""
-        if self.active:
-            await asyncio.wait(list(self.active.values()), timeout=grace_s)
-        if self.active:
-            log.info("grace period over; handing back %d runs", len(self.active))
+        """Take no new runs; let those in flight finish for ``grace_s``, then hand the rest to other
+        workers (``run.retrying``) and wait for their tasks to wind down."""
+        self.accepting = False
+        self.capacity.close()
+        if self.run_tasks:
+            await asyncio.wait(list(self.run_tasks), timeout=grace_s)
+        if self.run_tasks:
+            log.info("grace period over; handing back %d runs", len(self.run_tasks))
             await hand_back(self)
+            await asyncio.wait(list(self.run_tasks), timeout=10)
 
     async def _heartbeat(self) -> None:
         key = self.keys.worker(self.worker_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from shared.errors import StoreUnavailable
+from shared.errors import ErrorCode, StoreUnavailable
 
 if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime
@@ -21,10 +21,15 @@ log = logging.getLogger(__name__)
 
 
 async def renew_leases(rt: WorkerRuntime) -> None:
-    for run_id, attempt in list(rt.attempts.items()):
-        if not await rt.store.renew_lease(run_id, attempt, lease_s=rt.settings.run_lease_s):
+    """Renew every lease held here in one round trip."""
+    attempts = dict(rt.attempts)
+    if not attempts:
+        return
+    renewed = await rt.store.renew_leases(attempts, lease_s=rt.settings.run_lease_s)
+    for run_id, ours in renewed.items():
+        if not ours:
             # Someone else owns the run now (we were too slow, or paused): stop working on it.
-            log.warning("run %s attempt %d lost its lease; abandoning it", run_id, attempt)
+            log.warning("run %s attempt %d lost its lease; abandoning it", run_id, attempts[run_id])
             rt.cancel_run(run_id)
 
 
@@ -41,6 +46,7 @@ async def sweep_orphans(rt: WorkerRuntime) -> int:
             rt.metrics.requeued.labels(outcome).inc()
         elif outcome == "failed":
             log.error("run %s: worker lost too many times; failed", run_id)
+            rt.metrics.run_failed(ErrorCode.WORKER_LOST)
         handled += outcome in ("retry", "resend", "failed")
     return handled
 
@@ -59,6 +65,8 @@ async def hand_back(rt: WorkerRuntime) -> None:
             if outcome in ("retry", "resend"):
                 await rt.runs.enqueue(run_id)
                 rt.metrics.requeued.labels("hand_back").inc()
+            elif outcome == "failed":
+                rt.metrics.run_failed(ErrorCode.WORKER_LOST)
             log.info("run %s handed back (%s)", run_id, outcome)
         except StoreUnavailable:
             # Its lease will expire and a sweeper elsewhere will do the same.

@@ -47,7 +47,7 @@ def config_error(**overrides: object) -> ConfigError:
         ("run_retention_s", 3600),
         ("conversation_ttl_s", 30 * 24 * 3600),
         ("run_timeout_s", 300.0),
-        ("worker_concurrency", 16),
+        ("worker_concurrency", 256),
         ("worker_shutdown_grace_s", 30.0),
         ("llm", "offline"),
         ("log_level", "info"),

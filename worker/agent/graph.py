@@ -121,7 +121,13 @@ async def stream_agent(
     parts: list[str] = []
     usage: UsageMetadata | None = None
     truncated = False
-    stream = graph.astream({"question": question}, config=config, stream_mode=["messages", "updates"])
+    stream = graph.astream(
+        {"question": question},
+        config=config,
+        stream_mode=["messages", "updates"],
+        # One checkpoint write per run, when it ends, instead of one per graph step.
+        durability="exit" if graph.checkpointer else None,
+    )
     # aclosing: if we are cancelled inside a callback, the graph's tasks are still torn down now, not at GC.
     async with aclosing(cast(AsyncGenerator[tuple[str, Any], None], stream)) as parts_stream:
         async for mode, data in parts_stream:
