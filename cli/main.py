@@ -6,17 +6,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from shared.errors import ConfigError
+from shared.logs import setup_logging, uvicorn_json_log_config
 from shared.settings import Settings, load_settings
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    setup_logging(settings.log_level, settings.log_format)  # CHATGW_LOG_FORMAT: text or json
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # CPU-feature probing, not news
+
+
+def _uvicorn_log_config(settings: Settings) -> dict[str, Any]:
+    import uvicorn.config
+
+    if settings.log_format == "json":
+        return uvicorn_json_log_config()  # uvicorn's loggers hand their records to our JSON handler
+    return uvicorn.config.LOGGING_CONFIG
 
 
 def cmd_gateway(settings: Settings) -> int:
@@ -35,6 +42,7 @@ def cmd_gateway(settings: Settings) -> int:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         log_level=settings.log_level,
+        log_config=_uvicorn_log_config(settings),
         timeout_graceful_shutdown=5,
     )
     return 0
