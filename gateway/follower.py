@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from gateway.cursor import RunCursor
+from gateway.latency import RunTiming
 from shared.errors import StoreUnavailable
 from shared.protocol import TERMINAL_EVENT_TYPES, peek_event
 from shared.runstore import RunStore
@@ -41,6 +42,7 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._closed = False
+        self.timing: RunTiming | None = None  # latencies the session times on this run, if any
 
     # -- HubListener
 
@@ -66,9 +68,15 @@ class Follower:
     def _emit(self, frames: list[str]) -> None:
         for frame in frames:
             self._send(frame)
+        self._timed(frames)
         if self.cursor.finished and not self._closed:
             self._closed = True
             self._on_finished(self)
+
+    def _timed(self, frames: list[str]) -> None:
+        """Per batch, and only while the session times something on this run."""
+        if self.timing is not None and frames and self.timing.sent(frames, self.cursor.finished):
+            self.timing = None
 
     def _request_log_read(self) -> None:
         self.cursor.syncing = True
@@ -100,11 +108,13 @@ class Follower:
             for frame in frames:
                 if self._closed or not await self._send_wait(frame):
                     return
+            self._timed(frames)
             if not finished and not read_again and not self._again:
                 # Hand over to live delivery with no await in between: what arrived is sent in order.
                 tail, read_again = self.cursor.on_log([])
                 for frame in tail:
                     self._send(frame)
+                self._timed(tail)
             self._emit([])
             if self._closed or not (read_again or self._again):
                 return

@@ -21,9 +21,11 @@ from typing import Any
 from gateway.auth import Authenticator, Identity, bearer_token
 from gateway.follower import Follower
 from gateway.hub import PubSubHub
+from gateway.latency import RelaySampler, RunTiming
 from gateway.limits import Limits
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import Outbox
+from shared import logs
 from shared.errors import (
     AuthError,
     ChatgwError,
@@ -99,6 +101,7 @@ class Session:
         self.last_input = time.monotonic()  # for the idle timeout
         self.follows: dict[str, Follower] = {}
         self._holds_slot = False
+        self.relay = RelaySampler(ctx.metrics.relay)  # fed by the socket's writer
 
     # ------------------------------------------------------------------ input
 
@@ -139,6 +142,10 @@ class Session:
                 self._refuse('authenticate first: send {"type":"auth","token":...}')
             return
         ref = getattr(frame, "id", None)
+        # One frame at a time per socket: what this one names replaces what the last one named.
+        logs.bind(
+            run_id=getattr(frame, "run_id", None), conversation_id=getattr(frame, "conversation_id", None)
+        )
         try:
             if isinstance(frame, ChatFrame):
                 await self._chat(frame)
@@ -205,6 +212,7 @@ class Session:
             return
         if await self._take_slot(identity):
             self.user, self.expires_at = identity.user, identity.expires_at
+            logs.bind(user=identity.user)
             self.phase = Phase.READY
             self.ready.set()
 
@@ -235,6 +243,7 @@ class Session:
 
     async def _chat(self, frame: ChatFrame) -> None:
         assert self.user is not None
+        received = time.monotonic()
         ctx = self._ctx
         await ctx.limits.take_chat(self.user)  # every chat frame costs a token, even one refused below
         self._check_follows(None)
@@ -261,6 +270,7 @@ class Session:
                 raise
             await self._interrupt(conversation_id)
             created = await create()
+        logs.bind(run_id=created.run_id, conversation_id=created.conversation_id)
         accepted = RunAccepted(
             id=frame.id, run_id=created.run_id, conversation_id=created.conversation_id, queued=created.queued
         )
@@ -272,7 +282,9 @@ class Session:
             await self._follow(created.run_id, after_seq=0)
             return
         ctx.metrics.runs_started.inc()
-        await self._follow(run_id, after_seq=0)
+        # A run queued behind another of its conversation would time that one too: not timed.
+        timing = None if created.queued else RunTiming(ctx.metrics, chat_at=received)
+        await self._follow(run_id, after_seq=0, timing=timing)
         try:
             await ctx.runs.enqueue(run_id)
         except StoreUnavailable as exc:
@@ -305,6 +317,9 @@ class Session:
 
     async def _stop(self, frame: StopFrame) -> None:
         assert self.user is not None
+        if (follower := self.follows.get(frame.run_id)) is not None:
+            follower.timing = follower.timing or RunTiming(self._ctx.metrics)
+            follower.timing.stop_requested()
         status = await self._ctx.store.request_stop(frame.run_id, self.user)
         self.outbox.put(serialize(RunState(id=frame.id, run_id=frame.run_id, status=status)))  # type: ignore[arg-type]
 
@@ -331,7 +346,8 @@ class Session:
                 code=ErrorCode.TOO_MANY_FOLLOWS,
             )
 
-    async def _follow(self, run_id: str, *, after_seq: int) -> None:
+    async def _follow(self, run_id: str, *, after_seq: int, timing: RunTiming | None = None) -> None:
+        self.relay.following()
         follower = Follower(
             run_id,
             after_seq,
@@ -340,6 +356,7 @@ class Session:
             send_wait=self.outbox.put_wait,
             on_finished=self._finished,
         )
+        follower.timing = timing
         self.follows[run_id] = follower
         await self._ctx.hub.subscribe(run_id, follower)
 

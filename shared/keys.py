@@ -18,6 +18,8 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
 | ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
 | ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
+| ``P:stats:queue`` | string with TTL | runs waiting for a worker, cached for the gateways' metrics |
+| ``P:stats:queue:lock`` | string with TTL | the gateway computing ``P:stats:queue`` this interval |
 
 The log and metadata of a finished run expire ``CHATGW_RUN_RETENTION_S`` after its terminal event;
 a run in flight has no TTL.
@@ -84,6 +86,12 @@ class Keys:
 
     def dramatiq_namespace(self) -> str:
         return f"{self.prefix}:dramatiq"
+
+    def queue_stats(self) -> str:
+        return f"{self.prefix}:stats:queue"
+
+    def queue_stats_lock(self) -> str:
+        return f"{self.prefix}:stats:queue:lock"
 
 
 # Dramatiq names shared by the gateway (which enqueues) and the worker (which consumes).

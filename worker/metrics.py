@@ -3,13 +3,13 @@
 Built at worker boot (``WorkerRuntime.metrics``), never at import. Who calls what (docs/observability.md):
 
 - ``observe_dispatch(seconds)`` — worker/execute.py ``execute_run``, right after ``store.claim`` returned
-  a ``Claim`` (not ``RunWaiting``/None), for ``claim.attempt == 1`` only: seconds = claim time minus the
-  run's ``created_at`` (the run hash field written by ``create_run``; the claim script must return it).
-  Later attempts would count the earlier attempts' run time as dispatch.
-- ``observe_first_token(seconds)`` — worker/execute.py ``_execute_claimed``, in ``on_token`` once the
-  first token's ``emitter.emit`` returned: seconds since the claim (retrieval + the LLM's first token).
-- ``run_failed(code)`` — worker/execute.py ``_execute_claimed``, after ``emitter.emit(*terminal)``
-  succeeded with a ``run.failed`` terminal: ``code`` = ``terminal[1]["error"]["code"]``. Also
+  a ``Claim`` (not ``RunWaiting``/None), for ``claim.attempt == 1`` only: seconds = claim time minus
+  ``claim.created_at`` (the run hash field ``create_run`` writes, with the gateway's clock). Later
+  attempts would count the earlier attempts' run time as dispatch.
+- ``observe_first_token(seconds)`` — worker/execute.py, in ``on_token`` once the first token went to
+  the emitter: seconds since the claim (retrieval + the LLM's first token).
+- ``run_failed(code)`` — worker/execute.py, after the terminal event ``emitter.emit(*terminal)``
+  was written, when it is a ``run.failed``: ``code`` = ``terminal[1]["error"]["code"]``. Also
   worker/supervision.py ``sweep_orphans`` and ``hand_back`` when ``requeue`` returns ``failed``
   (``worker_lost``; wired already).
 - ``runs``, ``tokens``, ``duration``, ``requeued``, ``active``: wired already (execute, runtime, supervision).
@@ -52,7 +52,7 @@ class WorkerMetrics:
         )
         self.first_token = Histogram(
             "chatgw_worker_first_token_seconds",
-            "Run claimed to its first token appended (retrieval plus the model's first token).",
+            "Run claimed to its first token emitted (retrieval plus the model's first token).",
             buckets=FIRST_TOKEN_BUCKETS,
             registry=r,
         )
