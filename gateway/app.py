@@ -17,10 +17,12 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.auth import Authenticator
 from gateway.hub import PubSubHub
+from gateway.latency import RelaySampler
 from gateway.limits import Limits
 from gateway.metrics import GatewayMetrics
 from gateway.origin import OriginPolicy
 from gateway.outbox import Outbox
+from gateway.queue_depth import QueueDepth
 from gateway.session import GatewayContext, Session
 from shared.broker import make_broker
 from shared.errors import CloseCode, StoreUnavailable
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sockets: set[WebSocket] = set()
         metrics.sockets.set_function(lambda: len(sockets))
         metrics.track_hub(lambda: hub.channel_count, lambda: hub.reconnects)
+        queue_depth = asyncio.create_task(QueueDepth(redis, keys, metrics).run_forever(), name="queue-depth")
         app.state.ctx = GatewayContext(
             settings=settings, store=store, hub=hub, runs=runs, auth=auth, limits=limits, metrics=metrics
         )
@@ -72,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for websocket in list(app.state.sockets):
                 with contextlib.suppress(Exception):
                     await websocket.close(CloseCode.SERVICE_RESTART, "gateway restarting; resume elsewhere")
+            queue_depth.cancel()
+            await asyncio.gather(queue_depth, return_exceptions=True)
             await hub.stop()
             runs.close()
             await redis.aclose()
@@ -137,7 +142,7 @@ async def serve_socket(websocket: WebSocket, ctx: GatewayContext, sockets: set[W
     settings = ctx.settings
     tasks = [
         asyncio.create_task(_read_frames(websocket, session), name="ws-reader"),
-        asyncio.create_task(_write_frames(websocket, outbox), name="ws-writer"),
+        asyncio.create_task(_write_frames(websocket, outbox, session.relay), name="ws-writer"),
         asyncio.create_task(outbox.closing.wait(), name="ws-closing"),
         asyncio.create_task(_auth_deadline(session, settings.auth_timeout_s), name="ws-auth-deadline"),
         asyncio.create_task(_token_expiry(session), name="ws-token-expiry"),
@@ -220,11 +225,12 @@ async def _read_frames(websocket: WebSocket, session: Session) -> None:
                 session.handle_binary()
 
 
-async def _write_frames(websocket: WebSocket, outbox: Outbox) -> None:
+async def _write_frames(websocket: WebSocket, outbox: Outbox, relay: RelaySampler) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             frame = await outbox.get()
             await websocket.send_text(frame)
+            relay.written(frame)
 
 
 async def _auth_deadline(session: Session, timeout_s: float) -> None:
