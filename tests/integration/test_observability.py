@@ -51,8 +51,8 @@ async def test_latencies_queue_gauges_and_json_logs(bare_stack: Stack) -> None:
         assert metrics["chatgw_queue_oldest_waiting_seconds"] == 0
 
     worker_metrics = scrape(f"http://127.0.0.1:{worker_port}/metrics")
-    assert "chatgw_worker_dispatch_seconds_count" in worker_metrics
-    assert "chatgw_worker_first_token_seconds_count" in worker_metrics
+    assert worker_metrics["chatgw_worker_dispatch_seconds_count"] == 2
+    assert worker_metrics["chatgw_worker_first_token_seconds_count"] == 2
 
     gateway_log = json_lines(gateway.output())
     startup = [line for line in gateway_log if line["message"] == "Application startup complete."]
