@@ -2,14 +2,15 @@
 
 Built at worker boot (``WorkerRuntime.metrics``), never at import. Who calls what (docs/observability.md):
 
-- ``observe_dispatch(seconds)`` — worker/execute.py ``execute_run``, right after ``store.claim`` returned
+- ``observe_dispatch(seconds)`` — worker/execute.py ``admit_run``, right after the claim returned
   a ``Claim`` (not ``RunWaiting``/None), for ``claim.attempt == 1`` only: seconds = claim time minus
   ``claim.created_at`` (the run hash field ``create_run`` writes, with the gateway's clock). Later
   attempts would count the earlier attempts' run time as dispatch.
-- ``observe_first_token(seconds)`` — worker/execute.py, in ``on_token`` once the first token went to
-  the emitter: seconds since the claim (retrieval + the LLM's first token).
-- ``run_failed(code)`` — worker/execute.py, after the terminal event ``emitter.emit(*terminal)``
-  was written, when it is a ``run.failed``: ``code`` = ``terminal[1]["error"]["code"]``. Also
+- ``observe_first_token(seconds)`` — worker/execute.py ``_execute_claimed``, in ``on_token`` once the
+  first token went to the emitter: seconds since the claim (retrieval + the LLM's first token).
+- ``run_failed(code)`` — worker/execute.py ``_execute_claimed``, after the terminal event
+  (``emitter.emit(*terminal)``) was written, when it is a ``run.failed``: ``code`` =
+  ``terminal[1]["error"]["code"]``. Also
   worker/supervision.py ``sweep_orphans`` and ``hand_back`` when ``requeue`` returns ``failed``
   (``worker_lost``; wired already).
 - ``runs``, ``tokens``, ``duration``, ``requeued``, ``active``: wired already (execute, runtime, supervision).
