@@ -160,6 +160,7 @@ def level_report(
         },
         "tokens_lost": samples.words_lost,
         "runs_content_mismatch": samples.runs_content_mismatch,
+        "runs_retried": samples.runs_retried,
         "errors": dict(samples.errors),
         "cpu_s": {name: round(value, 3) for name, value in cpu.items()},
         "cpu_us_per_token": {**per_token, "servers_total": _us_per_token(servers_cpu, tokens)},

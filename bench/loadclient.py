@@ -60,6 +60,7 @@ class Samples:
     runs_completed: int = 0
     words_lost: int = 0
     runs_content_mismatch: int = 0
+    runs_retried: int = 0  # a run.retrying event: the client drops the attempt's tokens shown so far
     sockets_open: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -68,7 +69,8 @@ class Samples:
 class _Run:
     sent: float
     run_id: str | None = None
-    parts: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)  # the current attempt's tokens
+    attempt_words: int = 0
     words: int = 0
     first_words: int = 0
     first: float = 0.0
@@ -86,7 +88,13 @@ class _Run:
             samples.gap_ms_per_word.append((now - self.last) * 1000 / max(1, words))
         self.last, self.last_ts = now, ts
         self.words += words
+        self.attempt_words += words
         self.parts.append(text)
+
+    def on_retry(self, samples: Samples) -> None:
+        """chatgw's ``run.retrying``: the run starts over; the final content is the last attempt's."""
+        samples.runs_retried += 1
+        self.parts, self.attempt_words = [], 0
 
     def on_end(self, frame: dict[str, Any], samples: Samples) -> None:
         samples.words += self.words
@@ -95,7 +103,7 @@ class _Run:
             return
         content = frame.get("content", "")
         samples.runs_completed += 1
-        samples.words_lost += max(0, count_words(content) - self.words)
+        samples.words_lost += max(0, count_words(content) - self.attempt_words)
         samples.runs_content_mismatch += content != "".join(self.parts)
         if self.words > self.first_words:
             later_words = self.words - self.first_words
@@ -116,6 +124,8 @@ async def chat(ws: ClientConnection, request_id: str, question: str, samples: Sa
             run.on_token(frame["text"], frame["ts"], now, samples)
         elif kind == "run.accepted" and frame.get("id") == request_id:
             run.run_id = frame["run_id"]
+        elif kind == "run.retrying" and frame.get("run_id") == run.run_id:
+            run.on_retry(samples)
         elif kind in TERMINAL and frame.get("run_id") == run.run_id:
             run.on_end(frame, samples)
             return

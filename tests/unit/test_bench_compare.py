@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bench.compare import HoldRule, markdown
-from bench.loadclient import WORD_RE, count_words
+from bench.loadclient import WORD_RE, Samples, _Run, count_words
 from bench.procstat import (
     p50_p99,
     parse_stat_cpu_ticks,
@@ -112,3 +112,27 @@ def test_markdown_table_renders_missing_numbers() -> None:
     table = markdown(results)
     assert "| 100 | chatgw |" in table
     assert "n/a (" in table
+
+
+def test_a_retried_run_is_checked_against_its_last_attempt() -> None:
+    samples = Samples()
+    run = _Run(sent=100.0)
+    run.on_token("You ", ts=100.01, now=100.02, samples=samples)
+    run.on_token("asked ", ts=100.03, now=100.04, samples=samples)
+    run.on_retry(samples)
+    run.on_token("You ", ts=101.0, now=101.01, samples=samples)
+    run.on_token("asked: yes", ts=101.02, now=101.03, samples=samples)
+    run.on_end({"type": "run.completed", "content": "You asked: yes"}, samples)
+    assert (samples.runs_retried, samples.words_lost, samples.runs_content_mismatch) == (1, 0, 0)
+    assert samples.words == 5  # every word the client was shown counts as delivered
+
+
+def test_missing_words_are_counted_as_lost() -> None:
+    samples = Samples()
+    run = _Run(sent=100.0)
+    run.on_token("You ", ts=100.01, now=100.02, samples=samples)
+    run.on_end({"type": "run.completed", "content": "You asked: yes"}, samples)
+    assert (samples.words_lost, samples.runs_content_mismatch) == (2, 1)
+    failed = _Run(sent=100.0)
+    failed.on_end({"type": "run.failed", "error": {"code": "worker_lost"}}, samples)
+    assert samples.errors == {"run.failed worker_lost": 1}
