@@ -10,6 +10,7 @@ already on their way, new appends wait for one of them to return and then leave 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 from shared.errors import StoreUnavailable
@@ -18,6 +19,7 @@ from shared.runstore import AppendRefused, AppendRequest, RunStore
 log = logging.getLogger(__name__)
 
 Outcome = int | AppendRefused | StoreUnavailable
+_NO_RUN = contextvars.Context()  # the appender's own callbacks run outside any run's log context
 
 
 class Appender:
@@ -37,7 +39,7 @@ class Appender:
         self._queue.append((request, future))
         if not self._scheduled and self._in_flight < self._max_in_flight:
             self._scheduled = True
-            loop.call_soon(self._send_queued)
+            loop.call_soon(self._send_queued, context=_NO_RUN)
         return future
 
     def _send_queued(self) -> None:
@@ -45,7 +47,8 @@ class Appender:
         while self._queue and self._in_flight < self._max_in_flight:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._send(batch))
+            # A batch serves many runs: its log lines must not carry the run that happened to start it.
+            task = asyncio.get_running_loop().create_task(self._send(batch), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -65,7 +68,7 @@ class Appender:
             self._in_flight -= 1
             if self._queue and not self._scheduled:
                 self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._send_queued)
+                asyncio.get_running_loop().call_soon(self._send_queued, context=_NO_RUN)
 
     async def close(self) -> None:
         if self._tasks:

@@ -37,7 +37,10 @@ class RunEmitter:
         self._claim = claim
         self._outage_budget_s = outage_budget_s
         self._count = 0
-        self._buffered: list[str] = []  # tokens waiting for the append on its way
+        # Waiting for the append on its way, in order: events (requests) and tokens (texts, joined
+        # into one event when they leave together).
+        self._queued: list[AppendRequest | str] = []
+        self._buffered_tokens = 0
         self._in_flight: AppendRequest | None = None
         self._in_flight_text: str | None = None  # the token text of the append on its way
         self._written: list[str] = []  # token texts in the log, in order
@@ -52,25 +55,28 @@ class RunEmitter:
         """Exactly the text of the ``token`` events written so far."""
         return "".join(self._written)
 
+    def post(self, event_type: str, fields: dict[str, Any] | None = None) -> None:
+        """Queue one event behind everything before it, without waiting for it to be written (a
+        failure surfaces at the next token, ``flush`` or ``emit``)."""
+        if self._failure is not None:
+            raise self._failure
+        self._enqueue(self._request(event_type, fields or {}))
+
     async def emit(self, event_type: str, fields: dict[str, Any] | None = None) -> None:
-        """Write one event after every token before it; raise RunLost or StoreUnavailable."""
-        await self.flush()
-        self._submit(self._request(event_type, fields or {}), None)
+        """Write one event after everything before it; raise RunLost or StoreUnavailable."""
+        self.post(event_type, fields)
         await self.flush()
 
     async def token(self, text: str) -> None:
         if self._failure is not None:
             raise self._failure
         self.tokens += 1
-        if self._in_flight is None:
-            self._submit(self._request("token", {"text": text}), text)
-            return
-        self._buffered.append(text)
-        if len(self._buffered) >= MAX_BUFFERED_TOKENS:
+        self._enqueue(text)
+        if self._buffered_tokens >= MAX_BUFFERED_TOKENS:
             await self.flush()
 
     async def flush(self) -> None:
-        """Wait until everything submitted is written; raise the failure that stopped writing."""
+        """Wait until everything queued is written; raise the failure that stopped writing."""
         while self._in_flight is not None:
             if self._idle is None or self._idle.done():
                 self._idle = asyncio.get_running_loop().create_future()
@@ -92,9 +98,35 @@ class RunEmitter:
             event_id=f"{claim.attempt}:{self._count}",
         )
 
-    def _submit(self, request: AppendRequest, token_text: str | None) -> None:
-        self._in_flight, self._in_flight_text = request, token_text
-        self._appender.submit(request).add_done_callback(self._on_written)
+    def _enqueue(self, item: AppendRequest | str) -> None:
+        if self._in_flight is None:
+            self._send(item)
+            return
+        self._queued.append(item)
+        if isinstance(item, str):
+            self._buffered_tokens += 1
+
+    def _send(self, item: AppendRequest | str) -> None:
+        if isinstance(item, str):
+            self._in_flight_text = item
+            self._in_flight = self._request("token", {"text": item})
+        else:
+            self._in_flight_text, self._in_flight = None, item
+        self._appender.submit(self._in_flight).add_done_callback(self._on_written)
+
+    def _send_next(self) -> None:
+        """Send what waited: consecutive tokens at the head leave together, as one event."""
+        queued = self._queued
+        if isinstance(queued[0], str):
+            end = 1
+            while end < len(queued) and isinstance(queued[end], str):
+                end += 1
+            texts = queued[:end]
+            del queued[:end]
+            self._buffered_tokens -= end
+            self._send("".join(texts))  # type: ignore[arg-type]  # all str, checked above
+        else:
+            self._send(queued.pop(0))
 
     def _resubmit(self) -> None:
         if self._in_flight is not None and self._failure is None:
@@ -116,12 +148,10 @@ class RunEmitter:
         if self._in_flight_text is not None:
             self._written.append(self._in_flight_text)
         self._in_flight = self._in_flight_text = None
-        if self._buffered:
-            text = "".join(self._buffered)
-            self._buffered.clear()
-            self._submit(self._request("token", {"text": text}), text)
-            return
-        self._wake()
+        if self._queued:
+            self._send_next()
+        else:
+            self._wake()
 
     def _retry_later(self, outage: StoreUnavailable) -> None:
         # Safe to retry: the event id makes the append idempotent if the first try did land.
@@ -139,7 +169,8 @@ class RunEmitter:
     def _fail(self, exc: Exception) -> None:
         self._failure = exc
         self._in_flight = self._in_flight_text = None
-        self._buffered.clear()
+        self._queued.clear()
+        self._buffered_tokens = 0
         self._wake()
 
     def _wake(self) -> None:

@@ -41,7 +41,8 @@ async def test_chat_streams_numbered_events_to_one_terminal(stack: Stack, redis:
         done = t.events[-1]
         assert done["content"] == t.text and t.text.strip()
         assert done.get("truncated", False) is False  # optional on the wire, default false
-        assert done["usage"]["completion_tokens"] == len(t.tokens)
+        # The offline model's tokens are words; a token event may carry several of them.
+        assert done["usage"]["completion_tokens"] == len(t.text.split())
         ts = [e["ts"] for e in t.events]
         assert all(isinstance(x, float) for x in ts)
         assert ts == sorted(ts)
@@ -59,7 +60,7 @@ async def test_offline_max_tokens_truncates(bare_stack: Stack) -> None:
         accepted = await conn.chat("How long can an answer be?")
         t = await conn.follow(accepted["run_id"], timeout=10)
         assert_well_formed(t)
-        assert len(t.tokens) == 4
+        assert len(t.text.split()) == 4  # four of the model's tokens (words), in however many events
         assert t.terminal is not None and t.terminal["type"] == "run.completed"
         assert t.terminal["truncated"] is True and t.terminal["content"] == t.text
 

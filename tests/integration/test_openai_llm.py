@@ -115,7 +115,8 @@ async def test_answer_cut_at_max_tokens_is_truncated(llm_stack: Stack, fake: Fak
     terminal = transcript.terminal
     assert terminal is not None and terminal["type"] == "run.completed", transcript.events
     assert terminal["truncated"] is True
-    assert len(transcript.tokens) == MAX_TOKENS
+    # Token events may carry several of the model's tokens; usage counts the model's.
+    assert 1 <= len(transcript.tokens) <= MAX_TOKENS
     assert terminal["usage"]["completion_tokens"] == MAX_TOKENS
 
 

@@ -3,13 +3,12 @@ hands the worker sources first, then tokens as the model produces them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Required, TypeAlias, TypedDict, cast
+from typing import Annotated, Any, Required, TypeAlias, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -77,8 +76,10 @@ def build_graph(
     *,
     history_budget_chars: int = DEFAULT_HISTORY_BUDGET_CHARS,
 ) -> AgentGraph:
-    async def retrieve(state: AgentState) -> dict[str, Any]:
+    async def retrieve(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         sources = await retriever.retrieve(state["question"], k)
+        if (hooks := _hooks_of(config)) is not None:
+            await hooks.on_sources(sources)
         return {"sources": [s.model_dump() for s in sources]}
 
     async def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -86,9 +87,12 @@ def build_graph(
         # Earlier turns only (this turn's messages are added when we return), trimmed to the budget.
         history = select_history(state.get("messages", []), history_budget_chars)
         messages = build_messages(state["question"], sources, history, system_prompt=system_prompt_of(llm))
+        hooks = _hooks_of(config)
         try:
-            # Passing config on keeps the callbacks that feed stream_mode="messages" attached to the model.
-            reply = await llm.ainvoke(messages, config)
+            if hooks is None:
+                reply: BaseMessage = await llm.ainvoke(messages, config)
+            else:
+                reply = await _stream_reply(llm, messages, hooks, config)
         except Exception as exc:
             # Model-client errors enter our code here: they become AgentError(llm_*) for run.failed.
             if (error := translate_llm_error(exc)) is None:
@@ -106,6 +110,47 @@ def build_graph(
     return builder.compile(checkpointer=checkpointer)
 
 
+@dataclass(slots=True)
+class RunHooks:
+    """How one run's graph hands sources and tokens to the worker, and what it learns on the way."""
+
+    on_sources: Callable[[list[Source]], Awaitable[None]]
+    on_token: Callable[[str], Awaitable[None]]
+    usage: UsageMetadata | None = None
+    truncated: bool = False
+
+
+HOOKS_KEY = "chatgw_hooks"  # in config["configurable"]; not a primitive, so never checkpointed
+
+
+def _hooks_of(config: RunnableConfig) -> RunHooks | None:
+    hooks = (config.get("configurable") or {}).get(HOOKS_KEY)
+    return hooks if isinstance(hooks, RunHooks) else None
+
+
+async def _stream_reply(
+    llm: BaseChatModel, messages: list[BaseMessage], hooks: RunHooks, config: RunnableConfig
+) -> AIMessage:
+    """Stream the model's answer into ``hooks.on_token``; return it whole, as ``ainvoke`` would.
+
+    Tokens reach the worker straight from here, not through LangGraph's stream_mode="messages",
+    whose per-token callback machinery cost more CPU than everything else a token does in chatgw.
+    The config still carries the caller's own callbacks (tracing), if any.
+    """
+    parts: list[str] = []
+    metadata: dict[str, Any] = {}
+    async for chunk in llm.astream(messages, config):
+        if chunk.usage_metadata:
+            hooks.usage = add_usage(hooks.usage, chunk.usage_metadata)
+        if chunk.response_metadata:
+            metadata.update(chunk.response_metadata)
+        if text := chunk.text:
+            parts.append(text)
+            await hooks.on_token(text)
+    hooks.truncated = metadata.get("finish_reason") == "length"
+    return AIMessage(content="".join(parts), usage_metadata=hooks.usage, response_metadata=metadata)
+
+
 async def stream_agent(
     graph: AgentGraph,
     question: str,
@@ -118,37 +163,19 @@ async def stream_agent(
 
     Cancelling the caller's task cancels the model mid-stream; CancelledError propagates.
     """
-    parts: list[str] = []
-    usage: UsageMetadata | None = None
-    truncated = False
-    stream = graph.astream(
+    hooks = RunHooks(on_sources, on_token)
+    base: RunnableConfig = config or {}
+    run_config: RunnableConfig = {**base, "configurable": {**base.get("configurable", {}), HOOKS_KEY: hooks}}
+    state = await graph.ainvoke(
         {"question": question},
-        config=config,
-        stream_mode=["messages", "updates"],
+        run_config,
         # One checkpoint write per run, when it ends, instead of one per graph step.
         durability="exit" if graph.checkpointer else None,
     )
-    # aclosing: if we are cancelled inside a callback, the graph's tasks are still torn down now, not at GC.
-    async with aclosing(cast(AsyncGenerator[tuple[str, Any], None], stream)) as parts_stream:
-        async for mode, data in parts_stream:
-            if mode == "updates":
-                update = data.get(RETRIEVE)
-                if update is not None:
-                    await on_sources([Source.model_validate(s) for s in update.get("sources", [])])
-                continue
-            message, metadata = data
-            if not isinstance(message, AIMessageChunk) or metadata.get("langgraph_node") != GENERATE:
-                continue
-            if message.usage_metadata:
-                usage = add_usage(usage, message.usage_metadata)
-            if message.response_metadata.get("finish_reason") == "length":
-                truncated = True
-            if text := message.text:
-                parts.append(text)
-                await on_token(text)
+    usage = hooks.usage
     reported = (
         {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"]}
         if usage
         else None
     )
-    return AgentResult(content="".join(parts), usage=reported, truncated=truncated)
+    return AgentResult(content=state.get("answer", ""), usage=reported, truncated=hooks.truncated)
