@@ -4,7 +4,8 @@ One uvicorn process, no Redis, no worker, nothing persisted: the textbook "strea
 request handler" design chatgw is compared with. It answers with the same offline model chatgw's
 workers run (``OfflineChatModel``, same ``CHATGW_OFFLINE_TOKEN_DELAY_MS`` and
 ``CHATGW_OFFLINE_MAX_TOKENS``, streamed through LangChain's ``astream``) over the same retrieval
-(FAISS over ``CHATGW_INDEX_PATH``), so for the same question both designs stream the same words.
+(the workers' ``build_retriever`` over ``CHATGW_INDEX_PATH``), so for the same question both designs
+stream the same words.
 
 It speaks the subset of chatgw's protocol the load client uses, with the same frame shapes:
 ``chat {content, id}`` → ``run.accepted {id, run_id, conversation_id}``, then
@@ -26,9 +27,8 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from shared.settings import Settings, load_settings
-from worker.agent.embeddings import build_embedder
-from worker.agent.faiss_retriever import FaissRetriever
 from worker.agent.offline import OfflineChatModel, format_context
+from worker.runtime import build_retriever
 
 
 class InRequestModel:
@@ -36,7 +36,7 @@ class InRequestModel:
 
     def __init__(self, settings: Settings) -> None:
         self.k = settings.retrieval_k
-        self.retriever = FaissRetriever(settings.index_path, build_embedder(settings))
+        self.retriever = build_retriever(settings)  # whatever retriever the workers build
         self.model = OfflineChatModel(
             token_delay_s=settings.offline_token_delay_ms / 1000, max_tokens=settings.offline_max_tokens
         )
