@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.asyncio import Redis
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.auth import Authenticator
@@ -27,6 +26,7 @@ from gateway.session import GatewayContext, Session
 from shared.broker import make_broker
 from shared.errors import CloseCode, StoreUnavailable
 from shared.keys import Keys
+from shared.redis_factory import async_redis
 from shared.runqueue import RunQueue
 from shared.runstore import RunStore
 from shared.settings import Settings, load_settings
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    redis_url = settings.require_redis_url
+    settings.require_redis_url  # noqa: B018 - fail at start, with a clear message
     # Built here, not in the lifespan: a bad key file or an unsafe dev setup stops the start.
     auth = Authenticator(settings)
     origins = OriginPolicy(settings.allowed_origins)
@@ -44,13 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = Keys(settings.key_prefix)
-        redis = Redis.from_url(redis_url, decode_responses=True, health_check_interval=10)
-        pubsub_redis = Redis.from_url(redis_url, decode_responses=True)
+        redis = async_redis(settings)
+        pubsub_redis = async_redis(settings, blocking_reads=True, max_connections=4)
         store = RunStore(
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
         hub = PubSubHub(pubsub_redis, keys, hub_id=uuid.uuid4().hex)
-        runs = RunQueue(make_broker(settings))
+        runs = RunQueue(make_broker(settings), redis)
         limits = Limits(
             redis,
             keys,

@@ -30,6 +30,7 @@ from shared.errors import (
 )
 from shared.keys import Keys
 from shared.protocol import EVENT_STATUS, TERMINAL_STATUSES, event_body
+from shared.redis_packed import PackedConnection, pack
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -216,6 +217,9 @@ class AppendRequest:
     event_id: str  # makes a retried append idempotent
 
 
+BATCH_TIMEOUT_S = 10.0  # a batch of appends with no answer for this long: Redis is unreachable
+
+
 class AppendRefused(Exception):
     """The append script refused an event; ``reason`` says why. Internal to worker code paths."""
 
@@ -294,6 +298,7 @@ class RunStore:
         self._stop = redis.register_script(STOP_SCRIPT)
         self._renew = redis.register_script(RENEW_SCRIPT)
         self._requeue = redis.register_script(REQUEUE_SCRIPT)
+        self._packed: PackedConnection | None = None  # the appends' own connection, opened on first use
 
     def _run_keys(self, run_id: str, conversation_id: str) -> list[str]:
         k = self.keys
@@ -421,48 +426,57 @@ class RunStore:
     async def append_batch(
         self, requests: list[AppendRequest]
     ) -> list[int | AppendRefused | StoreUnavailable]:
-        """Append many events (of many runs) in one round trip: a pipeline of append scripts.
+        """Append many events (of many runs) in one round trip.
 
         Each request gets its own outcome, in order: its seq, the refusal, or StoreUnavailable (the
         whole batch failed to reach Redis; every request may be retried: each carries an event id).
         """
-        pipe = self.redis.pipeline(transaction=False)
+        if self._packed is None:
+            self._packed = PackedConnection(self.redis, timeout_s=BATCH_TIMEOUT_S)
         retention = self.retention_s
         now = repr(time.time())
-        for r in requests:
-            # EVALSHA directly: a Script object on a pipeline costs a SCRIPT EXISTS round trip per batch.
-            pipe.evalsha(
-                self._append.sha,
-                5,
-                *self._run_keys(r.run_id, r.conversation_id),
-                r.run_id,
-                r.attempt,
-                r.body,
-                r.terminal_status,
-                retention,
-                now,
-                r.event_id,
-            )
+        sha = self._append.sha
+        packed = pack(
+            [
+                (
+                    "EVALSHA",
+                    sha,
+                    5,
+                    *self._run_keys(r.run_id, r.conversation_id),
+                    r.run_id,
+                    r.attempt,
+                    r.body,
+                    r.terminal_status,
+                    retention,
+                    now,
+                    r.event_id,
+                )
+                for r in requests
+            ]
+        )
         try:
-            results = await pipe.execute(raise_on_error=False)
-            if any(isinstance(result, NoScriptError) for result in results):
-                # Redis restarted (or was flushed) since the script was loaded: load it, go again.
-                # Safe: every request carries an event id, so those that did run are not appended twice.
-                self._append.sha = await self.redis.script_load(APPEND_SCRIPT)
-                return await self.append_batch(requests)
+            results = await self._packed.execute(packed, len(requests))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            failure = StoreUnavailable(f"Redis is unreachable: {exc}")
-            return [failure] * len(requests)
+            return [StoreUnavailable(f"Redis is unreachable: {exc}")] * len(requests)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # Redis restarted (or was flushed) since the script was loaded: load it, go again. Safe:
+            # every request carries an event id, so one that did run is not appended twice.
+            try:
+                self._append.sha = await self.redis.script_load(APPEND_SCRIPT)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                return [StoreUnavailable(f"Redis is unreachable: {exc}")] * len(requests)
+            return await self.append_batch(requests)
         outcomes: list[int | AppendRefused | StoreUnavailable] = []
         for result in results:
-            if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
-                outcomes.append(StoreUnavailable(f"Redis is unreachable: {result}"))
-            elif isinstance(result, Exception):
-                raise result
-            else:
-                seq = int(result)
-                outcomes.append(AppendRefused(_REFUSALS.get(seq, str(seq))) if seq < 0 else seq)
+            if isinstance(result, Exception):
+                raise result  # an error reply from our own script: a bug, not an outage
+            seq = int(result)
+            outcomes.append(AppendRefused(_REFUSALS.get(seq, str(seq))) if seq < 0 else seq)
         return outcomes
+
+    async def close(self) -> None:
+        if self._packed is not None:
+            await self._packed.close()
 
     @_translate
     async def renew_leases(self, attempts: dict[str, int], *, lease_s: float) -> dict[str, bool]:

@@ -12,7 +12,6 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from shared.broker import Capacity
 from shared.errors import ConfigError
-from shared.runqueue import RunQueue
 from shared.settings import Settings
 from worker.runtime import WorkerRuntime
 
@@ -45,7 +44,7 @@ class RuntimeMiddleware(dramatiq.Middleware):
             raise RuntimeError("RuntimeMiddleware needs dramatiq's AsyncIO middleware before it")
         try:
             self._runtime = loop_thread.run_coroutine(
-                WorkerRuntime.create(self.settings, RunQueue(broker), self.capacity)
+                WorkerRuntime.create(self.settings, broker, self.capacity)
             )
         except Exception as exc:
             # Dramatiq would log this and start consuming anyway, taking runs it cannot serve. Nothing

@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.broker import Capacity
+from shared.broker import Capacity, DoorbellRedisBroker
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.redis_factory import async_redis
@@ -72,9 +72,12 @@ class WorkerRuntime:
     _memory: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)  # checkpointer
 
     @classmethod
-    async def create(cls, settings: Settings, runs: RunQueue, capacity: Capacity) -> WorkerRuntime:
+    async def create(
+        cls, settings: Settings, broker: DoorbellRedisBroker, capacity: Capacity
+    ) -> WorkerRuntime:
         keys = Keys(settings.key_prefix)
         redis = async_redis(settings)
+        runs = RunQueue(broker, redis)
         store = RunStore(
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
@@ -142,6 +145,7 @@ class WorkerRuntime:
 
     async def close(self) -> None:
         await self.appender.close()
+        await self.store.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
