@@ -34,6 +34,7 @@ class Appender:
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._last_sent = 0.0
+        self.batches_sent = 0
         self._queue: list[tuple[AppendRequest, asyncio.Future[Outcome]]] = []
         self._in_flight = 0
         self._scheduled = False
@@ -63,6 +64,7 @@ class Appender:
         if self._queue and self._in_flight < self._max_in_flight:
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             self._in_flight += 1
+            self.batches_sent += 1
             # A batch serves many runs: its log lines must not carry the run that happened to start it.
             task = loop.create_task(self._send(batch), context=contextvars.Context())
             self._tasks.add(task)

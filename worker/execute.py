@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from shared import logs
 from shared.errors import AgentError, ErrorCode, StoreUnavailable
 from shared.protocol import Source
 from shared.runstore import Claim, RunWaiting
@@ -86,6 +87,8 @@ class TokenBudgetReached(Exception):
 
 
 async def run_claimed(rt: WorkerRuntime, claim: Claim) -> None:
+    # This run's own task: its log lines (and the agent's) carry the run from here on.
+    logs.bind(run_id=claim.run_id, conversation_id=claim.conversation_id, user=claim.user)
     started = time.monotonic()
     outcome = await _execute_claimed(rt, claim)
     rt.metrics.duration.observe(time.monotonic() - started)
@@ -101,7 +104,8 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     config: Any = {"configurable": {"thread_id": claim.conversation_id}}
 
     async def on_sources(sources: list[Source]) -> None:
-        await emitter.emit("retrieval", {"sources": [s.model_dump() for s in sources]})
+        # Not awaited: the model starts while the event is on its way (order is kept by the emitter).
+        emitter.post("retrieval", {"sources": [s.model_dump() for s in sources]})
 
     async def on_token(text: str) -> None:
         # Never splits a token: each one is written whole, and a stop ends the run with exactly the
@@ -112,11 +116,7 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
         if emitter.tokens >= max_tokens:
             raise TokenBudgetReached  # ends the agent (and its upstream request) right here
 
-    try:
-        await emitter.emit("run.started", {"attempt": claim.attempt})
-    except (RunLost, StoreUnavailable) as exc:
-        log.warning("run %s: cannot start (%s); leaving it to the sweeper", run_id, exc)
-        return "abandoned"
+    emitter.post("run.started", {"attempt": claim.attempt})
     agent = asyncio.create_task(
         stream_agent(rt.graph, claim.content, on_sources=on_sources, on_token=on_token, config=config),
         name=f"agent-{run_id}",
@@ -133,7 +133,11 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
             await _flush_quietly(emitter)
             terminal = _failure(ErrorCode.RUN_TIMEOUT, f"the run exceeded {rt.settings.run_timeout_s:g} s")
         elif agent.cancelled():
-            terminal = await _stopped(rt, claim, emitter, config)
+            stopped = await _stopped(rt, claim, emitter, config)
+            if stopped is None:
+                log.info("run %s: cancelled here, not stopped by its user; another attempt takes it", run_id)
+                return "abandoned"
+            terminal = stopped
         elif (error := agent.exception()) is not None:
             if isinstance(error, RunLost | StoreUnavailable):
                 # Fenced out, or Redis away for longer than the outage budget: give the attempt up.
@@ -153,6 +157,7 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
             await emitter.flush()
             terminal = _completed(agent.result(), emitter.content)
     except (RunLost, StoreUnavailable) as exc:
+        agent.cancel()  # may still be running (e.g. the first stop check could not reach Redis)
         log.warning("run %s: %s; this attempt stops writing", run_id, exc)
         return "abandoned"
     except asyncio.CancelledError:
@@ -183,19 +188,20 @@ async def _flush_quietly(emitter: RunEmitter) -> None:
 
 async def _stopped(
     rt: WorkerRuntime, claim: Claim, emitter: RunEmitter, config: Any
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any]] | None:
+    """The terminal event of a cancelled run: ``run.stopped`` when its user stopped it; None when
+    it was cancelled for any other reason (hand-back, a lost lease): it runs again elsewhere, so
+    this attempt leaves neither a stopped copy of itself in the conversation nor a terminal event."""
     await emitter.flush()
-    terminal = ("run.stopped", {"content": emitter.content})
-    # Only a user's stop ends the turn: a run cancelled for hand-back or a lost lease runs again
-    # elsewhere and must not leave a stopped copy of itself in the conversation.
     try:
         user_stop = await rt.store.stop_requested(claim.run_id)
-    except Exception:
-        user_stop = False  # Redis is down; the terminal write reports it
-    if user_stop:
-        # Before the terminal event, so the conversation's next turn sees it. Never raises.
-        await record_partial_turn(rt.graph, config, claim.content, emitter.content)
-    return terminal
+    except StoreUnavailable:
+        return None  # the lease runs out; the next attempt sees the stop flag and ends the run
+    if not user_stop:
+        return None
+    # Before the terminal event, so the conversation's next turn sees it. Never raises.
+    await record_partial_turn(rt.graph, config, claim.content, emitter.content)
+    return ("run.stopped", {"content": emitter.content})
 
 
 def _completed(result: AgentResult, content: str) -> tuple[str, dict[str, Any]]:
