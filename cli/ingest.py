@@ -172,8 +172,11 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
     A bad path or setting raises ConfigError, which `chatgw` prints and exits 2 on.
     """
+    paths = [Path(p) for p in args.paths] + ([sample_corpus()] if args.sample else [])
+    if not paths:
+        raise ConfigError("nothing to ingest: name files or directories (PATH...), or --sample")
     try:
-        report = ingest([Path(p) for p in args.paths], settings, rebuild=args.rebuild, progress=ProgressBar())
+        report = ingest(paths, settings, rebuild=args.rebuild, progress=ProgressBar())
     except ConfigError:
         raise
     except ChatgwError as exc:

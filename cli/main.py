@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.errors import ConfigError
 from shared.logs import setup_logging, uvicorn_json_log_config
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, env_name, load_settings
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -77,7 +77,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     from cli.chat import run_chat
 
-    return run_chat(args.url, args.token, settings.host, settings.port)
+    return run_chat(args.url, args.token, settings.host, settings.port, wait_s=args.wait)
 
 
 # Each command imports what it needs only when it runs: `chatgw gateway` never loads the agent.
@@ -90,38 +90,136 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "chat": cmd_chat,
 }
 
+# The settings each command's --help lists (with their defaults, read from Settings itself).
+_HELP_SETTINGS: dict[str, tuple[str, ...]] = {
+    "dev": ("host", "port", "redis_url", "data_dir", "auth", "allowed_origins", "llm", "log_level"),
+    "gateway": ("host", "port", "redis_url", "key_prefix", "auth", "allowed_origins", "log_format"),
+    "worker": (
+        "redis_url", "key_prefix", "worker_concurrency", "llm", "data_dir", "index_path",
+        "checkpoint_path", "database_url", "worker_metrics_port",
+    ),
+    "ingest": ("data_dir", "index_path", "embeddings", "embeddings_dim", "chunk_size", "chunk_overlap"),
+    "chat": ("host", "port"),
+    "token": ("auth", "jwt_secret", "jwt_audience", "jwt_issuer"),
+}  # fmt: skip
+_DERIVED_DEFAULTS = {
+    "index_path": "CHATGW_DATA_DIR/index",
+    "checkpoint_path": "CHATGW_DATA_DIR/checkpoints.sqlite",
+}
+
+
+def _settings_help(command: str) -> str:
+    lines = ["settings (environment variables, or a .env file in the current folder):"]
+    for name in _HELP_SETTINGS[command]:
+        field = Settings.model_fields[name]
+        value = _DERIVED_DEFAULTS.get(name) or field.get_default(call_default_factory=True)
+        if isinstance(value, list):
+            value = ",".join(value) or "empty"
+        lines.append(f"  {env_name(name):<30} default: {'unset' if value is None else value}")
+    lines.append("every setting: shared/settings.py; lists take JSON or comma-separated values")
+    return "\n".join(lines)
+
+
+def _subcommand(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, description: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=_settings_help(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address the gateway listens on (overrides CHATGW_HOST)")
+    parser.add_argument("--port", type=int, help="gateway port (overrides CHATGW_PORT; default 8000)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatgw", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("dev", help="gateway + worker (+ embedded Redis when CHATGW_REDIS_URL is unset)")
-    sub.add_parser("gateway", help="the WebSocket gateway (production process)")
-    sub.add_parser("worker", help="a Dramatiq worker running chat runs (production process)")
-    token = sub.add_parser("token", help="print a token for a user (dev token, or HS256 JWT)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = _subcommand(
+        sub,
+        "dev",
+        "gateway + worker (+ embedded Redis when CHATGW_REDIS_URL is unset)",
+        "Run everything locally: an embedded Redis (when CHATGW_REDIS_URL is unset; on a free port), a "
+        "worker, and a gateway on http://127.0.0.1:8000 (WebSocket at /ws). The first run ingests the "
+        "sample corpus into CHATGW_DATA_DIR/index. In dev auth mode, browser pages on http://localhost:* "
+        "and http://127.0.0.1:* may connect. Ctrl-C stops the gateway, then the worker, then Redis.",
+    )
+    _add_address(dev)
+    gateway = _subcommand(
+        sub,
+        "gateway",
+        "the WebSocket gateway (production process)",
+        "The WebSocket gateway: /ws, /healthz, /readyz and /metrics on CHATGW_HOST:CHATGW_PORT "
+        "(default 127.0.0.1:8000). Needs CHATGW_REDIS_URL.",
+    )
+    _add_address(gateway)
+    _subcommand(
+        sub,
+        "worker",
+        "a Dramatiq worker running chat runs (production process)",
+        "A worker: takes chat runs from the Redis queue and runs the agent. Needs CHATGW_REDIS_URL. "
+        "Serves /metrics on CHATGW_WORKER_METRICS_PORT when set.",
+    )
+    token = _subcommand(
+        sub,
+        "token",
+        "print a token for a user (dev token, or HS256 JWT)",
+        "Print a token for the configured auth: dev:<user> in dev mode, an HS256 JWT in jwt mode.",
+    )
     token.add_argument("--user", required=True, help="the user the token names (its sub)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
-    ingest = sub.add_parser(
+    ingest = _subcommand(
+        sub,
         "ingest",
-        help="add .md/.txt/.html files to the retrieval index (CHATGW_INDEX_PATH)",
-        description="Read .md, .txt and .html files (directories recursively), split, embed and index "
-        "them. Unchanged files are skipped, changed ones replaced, deleted ones removed.",
+        "add .md/.txt/.html files to the retrieval index (CHATGW_DATA_DIR/index)",
+        "Read .md, .txt and .html files (directories recursively), split, embed and index them into "
+        "CHATGW_INDEX_PATH (default CHATGW_DATA_DIR/index, whatever the current folder), where "
+        "running workers pick them up. Unchanged files are skipped, changed ones replaced, deleted "
+        "ones removed.",
     )
-    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files, or directories read recursively")
+    ingest.add_argument("paths", nargs="*", metavar="PATH", help="files, or directories read recursively")
     ingest.add_argument("--rebuild", action="store_true", help="start from an empty index")
-    chat = sub.add_parser("chat", help="chat in the terminal (reconnects and resumes by itself)")
+    ingest.add_argument(
+        "--sample", action="store_true", help="also ingest the bundled sample corpus (what `chatgw dev` uses)"
+    )
+    chat = _subcommand(
+        sub,
+        "chat",
+        "chat in the terminal (reconnects and resumes by itself)",
+        "Chat in the terminal with a running gateway (start one with `chatgw dev`). Ctrl-C stops an "
+        "answer; Ctrl-C at the prompt, Ctrl-D or /quit leaves; /new starts a new conversation.",
+    )
     chat.add_argument("--url", help="gateway WebSocket URL (default ws://CHATGW_HOST:CHATGW_PORT/ws)")
     chat.add_argument("--token", help="token (default $CHATGW_TOKEN, else dev:$USER)")
+    chat.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up when the gateway has not answered for this long (default 30)",
+    )
     return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Command-line flags that stand for settings (--host, --port)."""
+    return {name: getattr(args, name) for name in ("host", "port") if getattr(args, name, None) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(**_overrides(args))
         _setup_logging(settings)
         return COMMANDS[args.command](settings, args)
     except ConfigError as exc:
-        print(f"chatgw: {exc}", file=sys.stderr)
+        for line in exc.message.splitlines():
+            print(f"chatgw: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

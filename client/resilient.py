@@ -10,9 +10,9 @@ import itertools
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"run.completed", "run.stopped", "run.failed"})
 FATAL_CLOSE_CODES = frozenset({4001, 4003})  # bad or expired token: reconnecting cannot help
+# Every other close (1012 restart, 1013 Redis unavailable, 4008 slow, network loss, ...) reconnects
+# with jittered exponential backoff and resumes; backoff resets only once real frames flow again.
 
 
 class ClientError(Exception):
@@ -31,6 +33,17 @@ class ClientError(Exception):
         super().__init__(message)
         self.code = code
         self.frame = frame or {}
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    """What the client is doing, for an application that shows it (``on_state``; e.g. `chatgw chat`)."""
+
+    status: Literal["connecting", "connected", "waiting", "refused"]
+    url: str
+    retry_in_s: float | None = None  # waiting: the next attempt starts in this long
+    resuming: int = 0  # connected: runs being resumed on this connection
+    reason: str | None = None  # waiting or refused: why the last attempt or connection ended
 
 
 @dataclass
@@ -74,6 +87,7 @@ class ResilientClient:
         initial_backoff_s: float = 0.05,
         max_backoff_s: float = 3.0,
         connect_timeout_s: float = 5.0,
+        on_state: Callable[[ConnectionState], None] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one gateway URL is needed")
@@ -82,6 +96,7 @@ class ResilientClient:
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._connect_timeout_s = connect_timeout_s
+        self._on_state = on_state or (lambda state: None)
         self.runs: dict[str, FollowedRun] = {}
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._pending_frames: dict[str, dict[str, Any]] = {}  # re-sent after a reconnect
@@ -197,6 +212,7 @@ class ResilientClient:
         backoff = self._initial_backoff_s
         while True:
             url = next(self._urls)
+            self._on_state(ConnectionState("connecting", url))
             try:
                 ws = await asyncio.wait_for(
                     connect(
@@ -206,21 +222,28 @@ class ResilientClient:
                 )
             except (OSError, TimeoutError, InvalidHandshake, InvalidStatus) as exc:
                 log.debug("connect to %s failed: %s", url, exc)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
+                delay = backoff * (0.5 + random.random())
+                self._on_state(ConnectionState("waiting", url, delay, reason=str(exc) or type(exc).__name__))
+                await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             self._ws = ws
             try:
-                for run in self.runs.values():
-                    if run.terminal is None:
-                        resume = {"type": "resume", "run_id": run.run_id, "after_seq": run.last_seq}
-                        await ws.send(orjson.dumps(resume).decode())
+                resuming = [run for run in self.runs.values() if run.terminal is None]
+                for run in resuming:
+                    resume = {"type": "resume", "run_id": run.run_id, "after_seq": run.last_seq}
+                    await ws.send(orjson.dumps(resume).decode())
                 for frame in list(self._pending_frames.values()):
                     await ws.send(orjson.dumps(frame).decode())
                 self._connected.set()
+                self._on_state(ConnectionState("connected", url, resuming=len(resuming)))
                 async for message in ws:
-                    backoff = self._initial_backoff_s
-                    self._on_frame(orjson.loads(message))
+                    frame = orjson.loads(message)
+                    if frame.get("type") != "error":
+                        # A working connection. An error is not proof of one: while Redis is down the
+                        # gateway answers every new socket with `unavailable` + 1013.
+                        backoff = self._initial_backoff_s
+                    self._on_frame(frame)
             except ConnectionClosed:
                 pass
             finally:
@@ -230,13 +253,16 @@ class ResilientClient:
             self.close_codes.append(code)
             if code in FATAL_CLOSE_CODES:
                 self._fatal = ClientError(f"connection refused by the gateway (close {code})", "unauthorized")
+                self._on_state(ConnectionState("refused", url, reason=ws.close_reason or f"close {code}"))
                 self._connected.set()  # wake waiters so they see the error
                 for future in self._pending.values():
                     if not future.done():
                         future.set_exception(self._fatal)
                 return
             self.reconnects += 1
-            await asyncio.sleep(backoff * (0.5 + random.random()))
+            delay = backoff * (0.5 + random.random())
+            self._on_state(ConnectionState("waiting", url, delay, reason=f"connection closed ({code})"))
+            await asyncio.sleep(delay)
             backoff = min(backoff * 2, self._max_backoff_s)
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
@@ -265,3 +291,7 @@ class ResilientClient:
         elif frame.get("type") == "error" and frame.get("run_id") in self.runs:
             run = self.runs[frame["run_id"]]
             log.warning("run %s: %s", run.run_id, frame.get("message"))
+        elif frame.get("type") == "error":
+            # E.g. `unavailable` before close 1013 (the gateway lost Redis): the close that follows
+            # makes the supervisor reconnect with backoff and resume every run.
+            log.info("gateway: %s (%s)", frame.get("message"), frame.get("code"))

@@ -39,7 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.require_redis_url  # noqa: B018 - fail at start, with a clear message
     # Built here, not in the lifespan: a bad key file or an unsafe dev setup stops the start.
     auth = Authenticator(settings)
-    origins = OriginPolicy(settings.allowed_origins)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,13 +120,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket("/ws")
     async def ws_endpoint(websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
-        if not origins.allows(origin):
-            log.warning("refused a WebSocket handshake from origin %r", (origin or "")[:200])
+        if not origins.allows(origin, websocket.headers.get("host")):
+            log.warning(
+                "refused a WebSocket handshake from origin %r: %s",
+                (origin or "")[:200],
+                OriginPolicy.refusal_hint(origin or ""),
+            )
             await _deny(websocket)
             return
         await serve_socket(websocket, app.state.ctx, app.state.sockets)
 
+    # Built last: a page served at / (any auth mode) makes the gateway's own origin trusted.
+    origins = OriginPolicy.for_settings(settings, serves_page=_serves_page(app))
+    log.info("%s", origins.describe())
     return app
+
+
+def _serves_page(app: FastAPI) -> bool:
+    return any(getattr(route, "path", None) in ("/", "") for route in app.routes)
 
 
 async def serve_socket(websocket: WebSocket, ctx: GatewayContext, sockets: set[WebSocket]) -> None:

@@ -1,26 +1,79 @@
 """Settings for every chatgw process, read from ``CHATGW_*`` environment variables and ``.env``.
 
 Load them once at process start with :func:`load_settings` and pass the object on; nothing reads the
-environment at import time. Invalid values fail at start with a message naming the variable.
+environment at import time. Invalid values fail at start with one line per bad variable, naming it.
+
+List settings take JSON (``["a","b"]``) or comma-separated values (``a,b``). Files chatgw writes live in
+one per-user data directory, ``CHATGW_DATA_DIR``, whatever the current folder is.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import platformdirs
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")  # a name, an IPv4 or an IPv6 address; no scheme or path
+_ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s]+$", re.IGNORECASE)
+
+
+def default_data_dir() -> Path:
+    """Per user, e.g. ~/.local/share/chatgw on Linux: the same folder from wherever chatgw runs."""
+    return Path(platformdirs.user_data_dir("chatgw", appauthor=False))
+
+
+def parse_list(value: str) -> list[str]:
+    """A list setting: a JSON array of strings, or comma-separated values (blanks dropped)."""
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ValueError('is not a valid JSON list; use comma-separated values or ["a", "b"]') from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ValueError("must be a JSON list of strings or comma-separated values")
+        return items
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _is_list(annotation: Any) -> bool:
+    return get_origin(annotation) is list
+
+
+def _allows_none(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CHATGW_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_prefix="CHATGW_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        enable_decoding=False,  # list settings are parsed by _from_environment: JSON or comma-separated
+    )
+
+    # Where chatgw keeps its files (the index, checkpoints, the embedded Redis's folder).
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Per-user data directory (default via platformdirs)."
     )
 
     # Redis. None means "not configured": `chatgw dev` then starts an embedded Redis.
@@ -104,20 +157,87 @@ class Settings(BaseSettings):
     embeddings_model: str | None = None
     embeddings_api_key: SecretStr | None = None
     embeddings_dim: int = Field(1024, ge=16, le=65536, description="Offline hashing embedder's size.")
-    index_path: Path = Field(Path("data/index"), description="Directory of the FAISS index and its chunks.")
+    # Both default to a path in CHATGW_DATA_DIR (see _derive_paths); set them to put one elsewhere.
+    index_path: Path = Field(
+        Path("index"), description="FAISS index directory (default CHATGW_DATA_DIR/index)."
+    )
     retrieval_k: int = Field(3, ge=0, le=50)
     chunk_size: int = Field(800, ge=100)
     chunk_overlap: int = Field(120, ge=0)
 
     # Conversation memory.
     database_url: str | None = Field(None, description="PostgreSQL for the checkpointer; else SQLite.")
-    checkpoint_path: Path = Path("data/checkpoints.sqlite")
+    checkpoint_path: Path = Field(
+        Path("checkpoints.sqlite"),
+        description="SQLite checkpoints (default CHATGW_DATA_DIR/checkpoints.sqlite).",
+    )
     history_budget_chars: int = Field(
         8000, ge=0, description="Earlier turns sent to the model, newest first."
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per line.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_environment(cls, value: Any, info: ValidationInfo) -> Any:
+        """Environment strings: lists as JSON or comma-separated; "" means unset for optional settings."""
+        if not isinstance(value, str) or info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if _is_list(annotation):
+            return parse_list(value)
+        if value.strip() == "" and _allows_none(annotation):
+            return None
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not _HOST_RE.match(value) or "://" in value:
+            raise ValueError("must be a host name or IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin not in ("*", "null") and not _ORIGIN_RE.match(origin.rstrip("/")):
+                raise ValueError(
+                    f"{origin!r} is not an origin: use scheme://host[:port] such as http://localhost:5173, "
+                    "comma-separated"
+                )
+        return value
+
+    @field_validator("llm_base_url", "embeddings_base_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://localhost:11434/v1")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL, e.g. postgresql://user@host:5432/chatgw")
+        return value
+
+    @field_validator("data_dir", "index_path")
+    @classmethod
+    def _check_directory(cls, value: Path) -> Path:
+        value = value.expanduser()
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file; this must be a directory")
+        return value
+
+    @field_validator("checkpoint_path")
+    @classmethod
+    def _check_file(cls, value: Path) -> Path:
+        value = value.expanduser()
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory; this must be a file path")
+        return value
 
     @field_validator("key_prefix")
     @classmethod
@@ -134,6 +254,22 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        # Absolute, so every process (and `chatgw dev`'s children) agrees whatever its current folder.
+        data_dir = self.data_dir.resolve()
+        explicit = self.model_fields_set
+        derived = {
+            "data_dir": data_dir,
+            "index_path": self.index_path if "index_path" in explicit else data_dir / "index",
+            "checkpoint_path": (
+                self.checkpoint_path if "checkpoint_path" in explicit else data_dir / "checkpoints.sqlite"
+            ),
+        }
+        for name, path in derived.items():
+            object.__setattr__(self, name, path)  # frozen model: set once, here, before anyone reads it
+        return self
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
@@ -168,17 +304,32 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment (and ``.env``); raise ConfigError with a clear message."""
+    """Read settings from the environment (and ``.env``); raise ConfigError with one line per bad setting."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            field = ".".join(str(p) for p in err["loc"]).upper()
-            if not field:
-                lines.append(message)
-            else:
-                name = field if field.startswith(("CHATGW_", "OPENAI_")) else f"CHATGW_{field}"
-                lines.append(f"{name}: {message}")
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+    except SettingsError as exc:  # a source could not be read at all (e.g. a malformed .env)
+        match = re.search(r'field "(\w+)"', str(exc))
+        name = f"CHATGW_{match.group(1).upper()}" if match else "a CHATGW_* variable"
+        raise ConfigError(f"invalid setting {name}: {exc}") from None
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field (``port`` → ``CHATGW_PORT``)."""
+    return field if field.upper().startswith(("CHATGW_", "OPENAI_")) else f"CHATGW_{field.upper()}"
+
+
+def _describe(err: Any) -> str:
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:
+        return f"invalid settings: {message}"  # a combination of settings, named in the message
+    field = str(err["loc"][0])
+    name = env_name(field)
+    annotation = Settings.model_fields[field].annotation if field in Settings.model_fields else None
+    value = err.get("input")
+    if isinstance(value, str | int | float) and "SecretStr" not in str(annotation):
+        shown = repr(value) if len(str(value)) <= 80 else repr(f"{str(value)[:77]}...")
+        return f"invalid setting {name}={shown}: {message}"
+    return f"invalid setting {name}: {message}"

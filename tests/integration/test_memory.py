@@ -83,8 +83,9 @@ async def turn(conn: ChatgwConnection, content: str, conversation_id: str | None
 
 
 def earlier(question: str, *, interrupted: bool = False) -> str:
-    """What the offline model says about the previous turn."""
-    return f'Earlier you asked: "{question}"' + (" (my answer was interrupted)." if interrupted else ".")
+    """What the offline model says about the previous turn (the quote ends with its own punctuation)."""
+    quoted = question if question[-1] in ".?!" else f"{question}."
+    return f'Earlier you asked: "{quoted}"' + (" My answer to it was interrupted." if interrupted else "")
 
 
 async def test_turns_remember_the_previous_turn_of_their_own_conversation(

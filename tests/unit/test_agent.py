@@ -96,23 +96,29 @@ async def test_max_tokens_is_respected_and_reported() -> None:
     tokens = await stream_tokens(model, "How do streams work?", [REDIS])
     assert len(tokens) == 4
     reply = await model.ainvoke(build_messages("How do streams work?", [REDIS]))
-    assert reply.text == "".join(tokens) == 'You asked: "How do'
+    assert reply.text == "".join(tokens) == "Redis streams are append-only"
     assert reply.response_metadata["finish_reason"] == "length"
     assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] == 4
 
 
 async def test_token_delay_is_honoured() -> None:
-    model = OfflineChatModel(token_delay_s=0.01, max_tokens=11)
+    model = OfflineChatModel(token_delay_s=0.01, max_tokens=8)
     started = time.monotonic()
     tokens = await stream_tokens(model, "How do streams work?", [REDIS])
-    # 10 gaps of 10 ms; loose bound so a slow CI box cannot fail it.
-    assert len(tokens) == 11
-    assert time.monotonic() - started >= 0.08
+    # 7 gaps of 10 ms; loose bound so a slow CI box cannot fail it.
+    assert len(tokens) == 8
+    assert time.monotonic() - started >= 0.06
 
 
 async def test_no_sources_gives_an_honest_answer() -> None:
     reply = await OfflineChatModel(token_delay_s=0).ainvoke([HumanMessage(content="What is the weather?")])
-    assert "offline model" in reply.text and "no documents matched" in reply.text
+    assert reply.text.startswith("No documents matched your question")
+    assert "offline model" in reply.text and "CHATGW_LLM=openai" in reply.text, "suggests a real model"
+
+
+async def test_sources_that_share_no_word_with_the_question_are_not_quoted() -> None:
+    reply = await OfflineChatModel(token_delay_s=0).ainvoke(build_messages("What is the weather?", [REDIS]))
+    assert reply.text.startswith("No documents matched your question")
 
 
 def test_context_round_trips_through_the_system_prompt() -> None:
@@ -137,7 +143,7 @@ async def test_stream_agent_sends_sources_before_tokens() -> None:
     assert rec.events[0] == ("sources", [REDIS])
     assert all(kind == "token" for kind, _ in rec.events[1:])
     assert result.content == "".join(rec.tokens)
-    assert "Based on Redis Streams:" in result.content
+    assert result.content == "Redis streams are append-only logs with consumer groups. [Redis Streams]"
     assert result.usage is not None and result.usage["completion_tokens"] == len(rec.tokens)
     assert result.usage["prompt_tokens"] > 0
     assert not result.truncated

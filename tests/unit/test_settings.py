@@ -193,8 +193,8 @@ def test_invalid_value_raises_config_error_naming_the_variable(
     monkeypatch.setenv(var, value)
     err = config_error()
     assert isinstance(err, ChatgwError)
-    assert err.message.startswith("invalid settings:")
-    assert f"{var}:" in err.message, err.message
+    assert err.message.startswith(f"invalid setting {var}"), err.message
+    assert "\n" not in err.message, "one line per bad variable"
     assert str(err) == err.message
 
 
@@ -204,7 +204,8 @@ def test_every_invalid_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CHATGW_REDIS_URL", "http://x")
     message = config_error().message
     for var in ("CHATGW_PORT", "CHATGW_KEY_PREFIX", "CHATGW_REDIS_URL"):
-        assert f"{var}:" in message
+        assert f"invalid setting {var}=" in message
+    assert len(message.splitlines()) == 3
 
 
 def test_config_error_message_explains_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,7 +217,7 @@ def test_config_error_message_explains_the_problem(monkeypatch: pytest.MonkeyPat
 
 
 def test_invalid_keyword_override_is_a_config_error() -> None:
-    assert "CHATGW_PORT:" in config_error(port="abc").message
+    assert config_error(port="abc").message.startswith("invalid setting CHATGW_PORT='abc': ")
 
 
 def test_config_error_is_not_a_pydantic_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,3 +242,83 @@ def test_require_redis_url_when_unset_is_a_config_error() -> None:
 def test_require_redis_url_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATGW_REDIS_URL", "redis://127.0.0.1:6379/0")
     assert load_settings().require_redis_url == "redis://127.0.0.1:6379/0"
+
+
+# ---------------------------------------------------------------- lists and the data directory
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://localhost:5173", ["http://localhost:5173"]),
+        (
+            "http://localhost:5173, https://app.example.com",
+            ["http://localhost:5173", "https://app.example.com"],
+        ),
+        ("http://a.example,,", ["http://a.example"]),
+        ('["http://a.example", "http://b.example"]', ["http://a.example", "http://b.example"]),
+        ("", []),
+    ],
+)
+def test_list_settings_take_commas_or_json(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv("CHATGW_ALLOWED_ORIGINS", value)
+    monkeypatch.setenv("CHATGW_JWT_ALGORITHMS", "HS256,RS256")
+    settings = load_settings()
+    assert settings.allowed_origins == expected
+    assert settings.jwt_algorithms == ["HS256", "RS256"]
+
+
+@pytest.mark.parametrize("value", ['["http://a.example"', '{"a": 1}', "[1, 2]", "localhost:5173"])
+def test_a_bad_list_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CHATGW_ALLOWED_ORIGINS", value)
+    message = config_error().message
+    assert message.startswith("invalid setting CHATGW_ALLOWED_ORIGINS=") and "\n" not in message
+
+
+def test_an_empty_optional_setting_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATGW_WORKER_METRICS_PORT", "")
+    monkeypatch.setenv("CHATGW_LLM_BASE_URL", " ")
+    settings = load_settings()
+    assert settings.worker_metrics_port is None and settings.llm_base_url is None
+
+
+def test_files_live_in_the_per_user_data_directory(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.data_dir.is_absolute() and settings.data_dir.name == "chatgw"
+    assert settings.index_path == settings.data_dir / "index"
+    assert settings.checkpoint_path == settings.data_dir / "checkpoints.sqlite"
+    # Whatever the current folder: the same paths from anywhere.
+    elsewhere = clean_env / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_settings().index_path == settings.index_path
+
+
+def test_data_dir_is_made_absolute_and_explicit_paths_win(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATGW_DATA_DIR", "mydata")
+    settings = load_settings()
+    assert settings.data_dir == clean_env / "mydata"
+    assert settings.index_path == clean_env / "mydata" / "index"
+    monkeypatch.setenv("CHATGW_INDEX_PATH", "/srv/index")
+    monkeypatch.setenv("CHATGW_CHECKPOINT_PATH", "/srv/memory.sqlite")
+    settings = load_settings()
+    assert settings.index_path == Path("/srv/index") and settings.checkpoint_path == Path(
+        "/srv/memory.sqlite"
+    )
+
+
+def test_a_data_dir_that_is_a_file_is_refused(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean_env / "afile").write_text("x")
+    monkeypatch.setenv("CHATGW_DATA_DIR", str(clean_env / "afile"))
+    assert config_error().message.startswith("invalid setting CHATGW_DATA_DIR=")
+
+
+def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATGW_LLM", "openai")
+    monkeypatch.setenv("CHATGW_LLM_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("CHATGW_PORT", "x")
+    assert "sk-very-secret" not in config_error().message

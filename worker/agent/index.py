@@ -31,6 +31,7 @@ import numpy as np
 from shared.errors import ConfigError
 from worker.agent.documents import Chunk
 from worker.agent.embeddings import Vectors
+from worker.agent.lexical import LexicalIndex, TitleIndex
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -90,12 +91,20 @@ class ChunkRow:
 
 
 class IndexSnapshot:
-    """One generation, read-only and fully in memory: safe to search from several threads."""
+    """One generation, read-only and fully in memory: safe to search from several threads.
+
+    ``lexical`` (BM25) and ``titles`` (whole-question title matches) index the same chunks, built here
+    from the rows (see lexical.py).
+    """
 
     def __init__(self, manifest: Manifest, index: Any, rows: dict[int, ChunkRow]) -> None:
         self.manifest = manifest
         self.index = index
         self.rows = rows
+        ordered = list(rows.values())
+        ids, titles = [r.id for r in ordered], [r.title for r in ordered]
+        self.lexical = LexicalIndex(ids, titles, [r.text for r in ordered])
+        self.titles = TitleIndex(ids, titles)
 
     @classmethod
     def load(cls, root: Path, attempts: int = 3) -> IndexSnapshot | None:
@@ -121,6 +130,14 @@ class IndexSnapshot:
     @property
     def size(self) -> int:
         return int(self.index.ntotal)
+
+    def search_text(self, question: str, k: int) -> list[tuple[ChunkRow, float]]:
+        """Up to ``k`` chunks by BM25 score, best first; those sharing no word left out."""
+        return [(self.rows[i], score) for i, score in self.lexical.search(question, k) if i in self.rows]
+
+    def search_titles(self, question: str, k: int) -> list[ChunkRow]:
+        """Chunks whose title contains the question's words in order, most specific title first."""
+        return [self.rows[i] for i in self.titles.search(question, k) if i in self.rows]
 
     def search(self, vector: Vectors, k: int) -> list[tuple[ChunkRow, float]]:
         """Up to ``k`` chunks by cosine similarity, best first; those sharing nothing (score ≤ 0) left out."""

@@ -1,6 +1,8 @@
 """A deterministic, dependency-free chat model that really streams, so chatgw runs with no API key.
 
-It answers from the last human message (the question) and the retrieved context, which
+It answers with the sentences of the retrieved sources that best match the question, cited
+(worker/agent/extractive.py), or says that nothing matched. It reads the last human message (the
+question) and the retrieved context, which
 :func:`format_context` places in a system message between :data:`CONTEXT_START` and
 :data:`CONTEXT_END`, one source per line as ``id<TAB>title<TAB>snippet``. Tokens are words with their
 trailing whitespace, so joining the streamed tokens gives exactly the final answer.
@@ -22,15 +24,20 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field
 
 from shared.protocol import Source
+from worker.agent.extractive import cite, select_sentences
 from worker.agent.memory import STOPPED_SUFFIX
 
 CONTEXT_START = "<context>"
 CONTEXT_END = "</context>"
 _TOKEN_RE = re.compile(r"\S+\s*")
 _WS_RE = re.compile(r"\s+")
-_QUOTE_WORDS = 40  # long questions are quoted only in part
-_SNIPPET_WORDS = 30
-_EARLIER_WORDS = 12
+_QUOTE_WORDS = 12  # an earlier question is quoted only in part
+_NOTHING_MATCHED = (
+    "No documents matched your question, so I have nothing to quote. I am chatgw's offline model: I "
+    "answer only with sentences from the indexed documents (add yours with `chatgw ingest PATH`). For "
+    "open-ended answers, configure a real model: CHATGW_LLM=openai with CHATGW_LLM_BASE_URL and "
+    "CHATGW_LLM_MODEL (docs/llm.md)."
+)
 
 
 def _flat(text: str) -> str:
@@ -58,11 +65,6 @@ def parse_context(text: str) -> list[Source]:
     return sources
 
 
-def _words(text: str, limit: int) -> str:
-    words = text.split()
-    return " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
-
-
 def previous_turn(messages: Sequence[BaseMessage]) -> tuple[str, bool] | None:
     """The question of the turn before the current one and whether its answer was interrupted."""
     humans = [i for i, m in enumerate(messages) if isinstance(m, HumanMessage)]
@@ -76,29 +78,39 @@ def previous_turn(messages: Sequence[BaseMessage]) -> tuple[str, bool] | None:
     return messages[start].text, interrupted
 
 
-def compose_answer(question: str, sources: Sequence[Source], earlier: tuple[str, bool] | None = None) -> str:
-    """The full (untruncated) answer: a pure function of the question, the sources and the previous turn.
+def _quote(question: str) -> str:
+    """A question in quotes, ending with its own punctuation (never "...documents?".)."""
+    words = question.split()
+    text = " ".join(words[:_QUOTE_WORDS]) + (" ..." if len(words) > _QUOTE_WORDS else "")
+    return f'"{text}"' if text[-1] in ".!?" else f'"{text}."'
 
-    ``earlier`` (see :func:`previous_turn`) is mentioned, so conversation memory is visible offline.
+
+def compose_answer(
+    question: str,
+    sources: Sequence[Source],
+    earlier: tuple[str, bool] | None = None,
+    *,
+    max_words: int = 200,
+) -> str:
+    """The full answer: a pure function of the question, the sources, the previous turn and the cap.
+
+    2-4 sentences of the sources that best match the question, with citations (worker/agent/
+    extractive.py), chosen to fit in ``max_words``. ``earlier`` (see :func:`previous_turn`) is
+    mentioned first, so conversation memory is visible offline.
     """
     q = _flat(question)
     if not q:
         return "I did not receive a question. Send a message and I will answer it."
-    lead = f'You asked: "{_words(q, _QUOTE_WORDS)}".'
+    lead = ""
     if earlier is not None:
         previous, interrupted = earlier
-        lead += f' Earlier you asked: "{_words(_flat(previous), _EARLIER_WORDS)}"'
-        lead += " (my answer was interrupted)." if interrupted else "."
-    if not sources:
-        return (
-            f"{lead} I am chatgw's offline model and no documents matched your question, "
-            "so I have nothing to base an answer on. Configure a real LLM for open-ended answers."
-        )
-    first, rest = sources[0], sources[1:]
-    answer = f"{lead} Based on {_flat(first.title)}: {_words(first.snippet, _SNIPPET_WORDS)}"
-    if rest:
-        answer += " See also: " + "; ".join(_flat(s.title) for s in rest) + "."
-    return answer
+        lead = f"Earlier you asked: {_quote(_flat(previous))}"
+        lead += " My answer to it was interrupted. " if interrupted else " "
+    budget = max(1, max_words - len(lead.split()))
+    sentences = select_sentences(q, sources, budget)
+    if not sentences:
+        return lead + _NOTHING_MATCHED
+    return lead + cite(sentences, sources)
 
 
 def _usage(messages: Sequence[BaseMessage], output_tokens: int) -> UsageMetadata:
@@ -127,7 +139,8 @@ class OfflineChatModel(BaseChatModel):
         """The answer's tokens (at most ``max_tokens``) and whether the answer was cut short."""
         question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
         sources = [s for m in messages if isinstance(m, SystemMessage) for s in parse_context(m.text)]
-        tokens = _TOKEN_RE.findall(compose_answer(question, sources, previous_turn(messages)))
+        answer = compose_answer(question, sources, previous_turn(messages), max_words=self.max_tokens)
+        tokens = _TOKEN_RE.findall(answer)
         if len(tokens) <= self.max_tokens:
             return tokens, False
         tokens = tokens[: self.max_tokens]
