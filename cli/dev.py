@@ -106,11 +106,14 @@ def _ensure_index(settings: Settings) -> None:
     except ChatgwError as exc:  # e.g. an embeddings endpoint that is down: start anyway, without sources
         _say(f"could not ingest the sample corpus ({exc.message}); answers have no sources")
         return
-    if report is not None:
+    if report is not None and not (report.updated or report.removed or report.unchanged):
         _say(
             f"no index at {settings.index_path} yet; ingested the sample corpus "
             f"({len(report.added)} files, {report.chunks_total} chunks, {report.seconds:.1f} s)"
         )
+    elif report is not None:
+        changed = len(report.added) + len(report.updated) + len(report.removed)
+        _say(f"brought the sample corpus in {settings.index_path} up to date ({changed} file(s) changed)")
 
 
 def _self_command() -> str:

@@ -21,7 +21,7 @@ from shared.errors import ChatgwError, ConfigError
 from shared.settings import Settings
 from worker.agent.documents import SUFFIXES, read_document, split_document
 from worker.agent.embeddings import Embedder, build_embedder
-from worker.agent.index import IndexWriter, read_manifest
+from worker.agent.index import IndexWriter, indexed_files, read_manifest
 
 CHUNKER_VERSION = 1  # bump when documents.py splits differently: every file is then re-chunked
 
@@ -193,7 +193,12 @@ def sample_corpus() -> Path:
 
 
 def ensure_sample_index(settings: Settings) -> IngestReport | None:
-    """For `chatgw dev`: ingest the bundled sample corpus when CHATGW_INDEX_PATH has no index yet."""
-    if read_manifest(settings.index_path) is not None:
-        return None
-    return ingest([sample_corpus()], settings)
+    """For `chatgw dev`: ingest the bundled sample corpus when CHATGW_INDEX_PATH has no index yet, and
+    bring it up to date when the index holds it (after an upgrade changed it). None: nothing to do."""
+    if read_manifest(settings.index_path) is None:
+        return ingest([sample_corpus()], settings)
+    corpus = sample_corpus().resolve()
+    if not any(Path(path).is_relative_to(corpus) for path in indexed_files(settings.index_path)):
+        return None  # an index of the user's own documents only: leave it alone
+    report = ingest([corpus], settings)
+    return report if report.written else None

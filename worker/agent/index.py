@@ -71,6 +71,15 @@ def read_manifest(root: Path) -> Manifest | None:
     return Manifest(**{k: raw[k] for k in Manifest.__dataclass_fields__})
 
 
+def indexed_files(root: Path) -> set[str]:
+    """Paths of the files the current generation at ``root`` holds (none when there is no index)."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        return set()
+    with contextlib.closing(_open_generation_db(root / manifest.chunks_db)) as db:
+        return {str(row[0]) for row in db.execute("SELECT path FROM files")}
+
+
 def check_embedder(manifest: Manifest, root: Path, identity: str, dim: int | None) -> None:
     """ConfigError unless the index was built by this embedder (vectors of two embedders don't compare)."""
     if manifest.embedder != identity or (dim is not None and manifest.dim != dim):
