@@ -25,7 +25,6 @@ from redis.exceptions import RedisError
 
 from cli.children import start_child, stop_child
 from cli.embedded_redis import EmbeddedRedis, free_port
-from cli.ingest import ensure_sample_index
 from gateway.origin import OriginPolicy
 from shared.errors import ChatgwError
 from shared.keys import Keys
@@ -101,6 +100,8 @@ def _wait_ready(
 
 def _ensure_index(settings: Settings) -> None:
     """First run: ingest the bundled sample corpus so answers come with sources out of the box."""
+    from cli.ingest import ensure_sample_index  # the agent's libraries: only after the port check
+
     try:
         report = ensure_sample_index(settings)
     except ChatgwError as exc:  # e.g. an embeddings endpoint that is down: start anyway, without sources

@@ -124,10 +124,14 @@ async def test_sources_that_share_no_word_with_the_question_are_not_quoted() -> 
 def test_context_round_trips_through_the_system_prompt() -> None:
     messy = Source(id="a\tb", title="Multi\nline  title", snippet="tab\there")
     assert parse_context(format_context([messy, REDIS])) == [
-        Source(id="a b", title="Multi line title", snippet="tab here"),
+        Source(id="a b", title="Multi line title", snippet="tab\there"),
         REDIS,
     ]
     assert parse_context("no markers here") == []
+    # A snippet keeps its lines (its Markdown structure) and its backslashes; odd line breaks are spaces.
+    markdown = Source(id="m", title="M", snippet="| a | b |\n|---|\n```\nC:\\new \\n\n```\u2028end")
+    [back] = parse_context(format_context([markdown]))
+    assert back.snippet == markdown.snippet.replace("\u2028", " ")
 
 
 # ---------------------------------------------------------------- the graph

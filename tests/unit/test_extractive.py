@@ -111,3 +111,13 @@ def test_selection_is_deterministic_and_bounded() -> None:
     assert first == select_sentences(question, [LIMITS], max_words=200)
     assert 2 <= len(first) <= 4
     assert sum(len(s.text.split()) for s in select_sentences(question, [LIMITS], max_words=20)) <= 20
+
+
+async def test_the_model_sees_the_snippets_markdown_structure() -> None:
+    # Through the system prompt, as the worker runs it: code blocks and tables are still recognised.
+    model = OfflineChatModel(token_delay_s=0)
+    reply = await model.ainvoke(build_messages("How does resume work after a dropped connection?", [RESUME]))
+    assert "```" not in reply.text and '{"type"' not in reply.text
+    assert reply.text == compose_answer("How does resume work after a dropped connection?", [RESUME])
+    table = await model.ainvoke(build_messages("is there a rate limit per user?", [LIMITS]))
+    assert "|" not in table.text and "per minute: `CHATGW_RATE_LIMIT_PER_MINUTE` (30)" in table.text

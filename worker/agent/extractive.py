@@ -24,7 +24,7 @@ from worker.agent.lexical import query_terms, words
 MIN_SENTENCES = 2
 MAX_SENTENCES = 4
 MIN_WORDS = 4  # shorter fragments ("See below.") say nothing on their own
-KEEP_FRACTION = 0.4  # sentences scoring under this share of the best one are left out
+KEEP_FRACTION = 0.6  # sentences scoring under this share of the best one are left out
 RANK_PENALTY = 0.15  # per source rank: the retriever's order is the best evidence of relevance
 TITLE_WEIGHT = 0.5
 LEAD_SENTENCES = 2

@@ -18,6 +18,7 @@ look like an answer to "what is chatgw?".
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Sequence
 
@@ -25,6 +26,10 @@ import bm25s
 import numpy as np
 
 from worker.agent.embeddings import STOPWORDS, stem
+
+# bm25s sets its logger to DEBUG when imported ("Building index from tokens" on every load): undo that,
+# so the application's logging configuration decides.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 _WORD_RE = re.compile(r"[a-z0-9]+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*")

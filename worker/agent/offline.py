@@ -2,10 +2,10 @@
 
 It answers with the sentences of the retrieved sources that best match the question, cited
 (worker/agent/extractive.py), or says that nothing matched. It reads the last human message (the
-question) and the retrieved context, which
-:func:`format_context` places in a system message between :data:`CONTEXT_START` and
-:data:`CONTEXT_END`, one source per line as ``id<TAB>title<TAB>snippet``. Tokens are words with their
-trailing whitespace, so joining the streamed tokens gives exactly the final answer.
+question) and the retrieved context, which :func:`format_context` places in a system message between
+:data:`CONTEXT_START` and :data:`CONTEXT_END`, one source per line as ``id<TAB>title<TAB>snippet``
+(line breaks in a snippet written ``\\n``). Tokens are words with their trailing whitespace, so
+joining the streamed tokens gives exactly the final answer.
 """
 
 from __future__ import annotations
@@ -45,9 +45,25 @@ def _flat(text: str) -> str:
     return _WS_RE.sub(" ", text).strip()
 
 
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": ""} | dict.fromkeys(
+    "\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "
+)
+_UNESCAPE_RE = re.compile(r"\\(.)")
+
+
+def _escape(text: str) -> str:
+    # A snippet keeps its line breaks (its Markdown structure: code blocks, tables, lists), written as
+    # \n the way JSON and every model read them, so the one-line-per-source format still holds.
+    return "".join(_ESCAPES.get(c, c) for c in text.strip())
+
+
+def _unescape(text: str) -> str:
+    return _UNESCAPE_RE.sub(lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text)
+
+
 def format_context(sources: Sequence[Source]) -> str:
     """The context block of the system prompt, which :func:`parse_context` reads back."""
-    lines = [f"{_flat(s.id)}\t{_flat(s.title)}\t{_flat(s.snippet)}" for s in sources]
+    lines = [f"{_flat(s.id)}\t{_flat(s.title)}\t{_escape(s.snippet)}" for s in sources]
     return "\n".join([CONTEXT_START, *lines, CONTEXT_END])
 
 
@@ -61,7 +77,7 @@ def parse_context(text: str) -> list[Source]:
     for line in text[start + len(CONTEXT_START) : end].splitlines():
         fields = line.split("\t")
         if len(fields) == 3:
-            sources.append(Source(id=fields[0], title=fields[1], snippet=fields[2]))
+            sources.append(Source(id=fields[0], title=fields[1], snippet=_unescape(fields[2])))
     return sources
 
 
