@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     # Run failures (inside run.failed).
     RUN_TIMEOUT = "run_timeout"
     WORKER_LOST = "worker_lost"
+    STORE_UNAVAILABLE = "store_unavailable"  # the last attempt was lost because Redis was unreachable
     AGENT_ERROR = "agent_error"
     LLM_UNAUTHORIZED = "llm_unauthorized"
     LLM_RATE_LIMITED = "llm_rate_limited"

@@ -149,12 +149,12 @@ class RunStarted(_RunEvent):
 
 
 class RunRetrying(_RunEvent):
-    """The previous attempt was lost (worker died or shut down): drop its partial text; a new
-    attempt follows with its own run.started, in the same seq sequence."""
+    """The previous attempt was lost (worker died, shut down, or was cut off from Redis): drop its
+    partial text; a new attempt follows with its own run.started, in the same seq sequence."""
 
     type: Literal["run.retrying"] = "run.retrying"
     attempt: int
-    reason: Literal["worker_lost", "worker_shutdown"] = "worker_lost"
+    reason: Literal["worker_lost", "worker_shutdown", "store_unavailable"] = "worker_lost"
 
 
 class Retrieval(_RunEvent):

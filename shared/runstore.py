@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -525,11 +525,13 @@ class RunStore:
         return bool(int(result))
 
     @_translate
-    async def expired_leases(self, limit: int = 100) -> list[str]:
+    async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
+        """Runs whose lease ran out, with the Unix time it ran out at."""
         found = await self.redis.zrangebyscore(
-            self.keys.leases(), "-inf", repr(time.time()), start=0, num=limit
+            self.keys.leases(), "-inf", repr(time.time()), start=0, num=limit, withscores=True
         )
-        return [str(run_id) for run_id in found]
+        pairs = cast(list[tuple[str, float]], found)
+        return [(str(run_id), float(deadline)) for run_id, deadline in pairs]
 
     @_translate
     async def requeue(
@@ -544,7 +546,8 @@ class RunStore:
         """Hand a run whose worker is gone (lease expired, or ``force``) to the next attempt.
 
         Returns 'retry' or 'resend' (the caller must enqueue the run), 'failed' (out of attempts:
-        the run ended with run.failed worker_lost), or 'alive'/'gone'/'changed' (nothing to do).
+        the run ended with run.failed — store_unavailable when ``reason`` says the attempt was lost
+        to a Redis outage, else worker_lost), or 'alive'/'gone'/'changed' (nothing to do).
         """
         meta = await self.get_meta(run_id)
         if meta is None:
@@ -554,16 +557,17 @@ class RunStore:
         retrying = event_body(
             "run.retrying", run_id, meta.conversation_id, now, attempt=meta.attempt + 1, reason=reason
         )
-        failed = event_body(
-            "run.failed",
-            run_id,
-            meta.conversation_id,
-            now,
-            error={
+        if reason == ErrorCode.STORE_UNAVAILABLE:
+            error = {
+                "code": ErrorCode.STORE_UNAVAILABLE,
+                "message": f"Redis was unreachable too long; attempt {meta.attempt} was lost, none are left",
+            }
+        else:
+            error = {
                 "code": ErrorCode.WORKER_LOST,
                 "message": f"the run's worker was lost {meta.attempt} times; giving up",
-            },
-        )
+            }
+        failed = event_body("run.failed", run_id, meta.conversation_id, now, error=error)
         return str(
             await self._requeue(
                 keys=self._run_keys(run_id, meta.conversation_id),

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     run_lease_s: float = Field(10.0, gt=0, description="A worker renews its run's lease this often x3.")
     sweep_interval_s: float = Field(2.0, gt=0, description="How often orphaned runs are looked for.")
     max_attempts: int = Field(3, ge=1, description="Attempts per run before run.failed(worker_lost).")
+    store_outage_budget_s: float = Field(
+        30.0, gt=0, le=3600, description="A worker that cannot write a run's events this long gives it up."
+    )
 
     # Worker.
     worker_concurrency: int = Field(

@@ -98,7 +98,7 @@ async def run_claimed(rt: WorkerRuntime, claim: Claim) -> None:
 async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     """Returns the outcome: the terminal event written, or 'abandoned' (the run went elsewhere)."""
     run_id = claim.run_id
-    emitter = RunEmitter(rt.appender, claim)
+    emitter = RunEmitter(rt.appender, claim, outage_budget_s=rt.settings.store_outage_budget_s)
     max_tokens = rt.settings.max_run_tokens
     claimed_at = time.monotonic()
     config: Any = {"configurable": {"thread_id": claim.conversation_id}}

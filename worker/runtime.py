@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -30,12 +31,15 @@ from worker.agent.memory import open_checkpointer
 from worker.agent.retrieval import NullRetriever, Retriever
 from worker.appender import Appender
 from worker.metrics import WorkerMetrics
+from worker.outages import OutageLog
 from worker.supervision import hand_back, renew_leases, sweep_orphans
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TTL_S = 10
+# A heartbeat answered this late means Redis hung meanwhile (paused, or its host stalled).
+HEARTBEAT_SLOW_S = 2.0
 
 
 def build_llm(settings: Settings) -> BaseChatModel:
@@ -68,6 +72,7 @@ class WorkerRuntime:
     accepting: bool = True  # False once draining: messages go back to the queue
     _slots: asyncio.Semaphore | None = None
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    outages: OutageLog = field(default_factory=OutageLog)  # when Redis was unreachable from here
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _memory: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)  # checkpointer
 
@@ -231,6 +236,14 @@ class WorkerRuntime:
     async def _heartbeat(self) -> None:
         key = self.keys.worker(self.worker_id)
         while True:
-            with contextlib.suppress(RedisError, OSError):
+            # The heartbeat doubles as this process's view of Redis's reachability (for the sweeper).
+            started = time.time()
+            try:
                 await self.redis.set(key, str(len(self.active)), ex=HEARTBEAT_TTL_S)
+            except (RedisError, OSError):
+                self.outages.failed()
+            else:
+                if time.time() - started > HEARTBEAT_SLOW_S:
+                    self.outages.failed(started)
+                self.outages.reached()
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)

@@ -5,6 +5,9 @@ also sweeps: a run whose lease expired (its worker was SIGKILLed, paused, or cut
 the next attempt — ``run.retrying`` in the run's own sequence, then a fresh Dramatiq message — or,
 after ``max_attempts``, ended with ``run.failed`` (worker_lost). The attempt number is bumped in the
 same script, so the old attempt is fenced out of the log from that moment on.
+
+A lease that ran out while this sweeper could not reach Redis either (``rt.outages``) was lost to the
+store, not to its worker: the reason is then ``store_unavailable``, and so is the failure code.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ async def renew_leases(rt: WorkerRuntime) -> None:
         return
     renewed = await rt.store.renew_leases(attempts, lease_s=rt.settings.run_lease_s)
     for run_id, ours in renewed.items():
-        if not ours:
+        # A run that ended while the renewal was on its way is no longer ours either: not a loss.
+        if not ours and rt.attempts.get(run_id) == attempts[run_id]:
             # Someone else owns the run now (we were too slow, or paused): stop working on it.
             log.warning("run %s attempt %d lost its lease; abandoning it", run_id, attempts[run_id])
             rt.cancel_run(run_id)
@@ -36,17 +40,19 @@ async def renew_leases(rt: WorkerRuntime) -> None:
 async def sweep_orphans(rt: WorkerRuntime) -> int:
     """Re-queue runs whose lease expired. Returns how many were handed on or failed."""
     handled = 0
-    for run_id in await rt.store.expired_leases():
+    for run_id, deadline in await rt.store.expired_leases():
+        lost_to_store = rt.outages.covers(deadline)
+        reason = ErrorCode.STORE_UNAVAILABLE if lost_to_store else ErrorCode.WORKER_LOST
         outcome = await rt.store.requeue(
-            run_id, max_attempts=rt.settings.max_attempts, resend_after_s=_resend_after(rt)
+            run_id, max_attempts=rt.settings.max_attempts, resend_after_s=_resend_after(rt), reason=reason
         )
         if outcome in ("retry", "resend"):
-            log.warning("run %s: worker lost; %s", run_id, "retrying" if outcome == "retry" else "re-sending")
+            log.warning("run %s: %s; %s", run_id, reason, "retrying" if outcome == "retry" else "re-sending")
             await rt.runs.enqueue(run_id)
             rt.metrics.requeued.labels(outcome).inc()
         elif outcome == "failed":
-            log.error("run %s: worker lost too many times; failed", run_id)
-            rt.metrics.run_failed(ErrorCode.WORKER_LOST)
+            log.error("run %s: %s, and out of attempts; failed", run_id, reason)
+            rt.metrics.run_failed(reason)
         handled += outcome in ("retry", "resend", "failed")
     return handled
 
