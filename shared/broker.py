@@ -14,7 +14,9 @@ the doorbell until a slot frees up.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +25,6 @@ from dramatiq import Message
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import dq_name
-from dramatiq.errors import ConnectionClosed
 
 from shared.keys import Keys
 from shared.redis_factory import sync_redis_client
@@ -35,6 +36,11 @@ DOORBELL_MAX_RINGS = 64  # rings beyond what any fetch can use only cause empty 
 IDLE_WAKE_S = 1.0
 # The delay queue holds messages until their eta; its consumer must look again soon.
 DELAY_QUEUE_WAKE_S = 0.1
+# While Redis is unreachable the consumer looks again after this, doubling up to the cap.
+RECONNECT_FIRST_S = 0.05
+RECONNECT_MAX_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class Capacity:
@@ -110,6 +116,7 @@ class _DoorbellConsumer(_RedisConsumer):
         self._delay_queue = queue_name.endswith(".DQ")
         self._doorbell = broker.doorbell(queue_name)
         self._idle_wait_s = DELAY_QUEUE_WAKE_S if self._delay_queue else IDLE_WAKE_S
+        self._reconnect_s = 0.0  # > 0 while Redis is unreachable
 
     def _room(self) -> int:
         """How many messages to fetch now."""
@@ -125,6 +132,7 @@ class _DoorbellConsumer(_RedisConsumer):
                 room = self._room()
                 if room > 0:
                     self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                    self._reconnect_s = 0.0
                 if not self.message_cache:
                     self._wait(room > 0)
                     return None
@@ -132,8 +140,18 @@ class _DoorbellConsumer(_RedisConsumer):
             message = Message.decode(self.message_cache.pop(0))
             self.queued_message_ids.add(message.message_id)
             return MessageProxy(message)
-        except redis.ConnectionError as exc:
-            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Ride the outage out here: raising would make Dramatiq restart the consumer only after
+            # 3 s and drop the delayed messages it holds (on_busy=enqueue waits).
+            self._back_off(exc)
+            return None
+
+    def _back_off(self, exc: Exception) -> None:
+        if not self._reconnect_s:
+            log.warning("queue %s: Redis unreachable (%s); fetching again shortly", self.queue_name, exc)
+        # Doubles from RECONNECT_FIRST_S to RECONNECT_MAX_S; a successful fetch starts it over.
+        self._reconnect_s = min(max(self._reconnect_s * 2, RECONNECT_FIRST_S), RECONNECT_MAX_S)
+        time.sleep(self._reconnect_s)
 
     def _wait(self, has_room: bool) -> None:
         if has_room:

@@ -11,6 +11,7 @@ writes are idempotent (events by id, claims by attempt), so one retry is safe.
 
 from __future__ import annotations
 
+import os
 import socket
 
 import redis as sync_redis
@@ -35,6 +36,11 @@ def _backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(cap=_BACKOFF_CAP_S, base=_BACKOFF_BASE_S)
 
 
+def client_name(kind: str) -> str:
+    """What ``CLIENT LIST`` shows for a connection: which kind of pool, in which process."""
+    return f"chatgw-{kind}-{os.getpid()}"
+
+
 def async_redis(
     settings: Settings,
     *,
@@ -55,6 +61,7 @@ def async_redis(
         retry=AsyncRetry(_backoff(), RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
         health_check_interval=0 if blocking_reads else 30,
+        client_name=client_name("pubsub" if blocking_reads else "async"),
     )
     return Redis.from_pool(pool)
 
@@ -72,5 +79,6 @@ def sync_redis_client(settings: Settings, *, url: str | None = None) -> sync_red
         retry=SyncRetry(_backoff(), RETRIES, (RedisConnectionError, RedisTimeoutError, socket.timeout)),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
         health_check_interval=30,
+        client_name=client_name("sync"),
     )
     return sync_redis.Redis(connection_pool=pool)
