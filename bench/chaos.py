@@ -3,6 +3,10 @@ and pub/sub connections are dropped; then check every run.
 
     python -m bench.chaos --minutes 10 --clients 20
 
+With ``--own-redis`` it runs its own redis-server (AOF on, a free port) and takes that away too:
+Redis restarts, and outages longer than the workers' outage budget (``--outage-s`` against
+``--outage-budget-s``), after which the lost attempts are retried.
+
 Checks, for every run started: contiguous seq from 1, exactly one terminal event, and the final
 content equal to the concatenation of the last attempt's tokens — both as the client saw it live
 (through reconnects) and as a fresh replay from the log. Prints a JSON summary; exits 1 on any
@@ -28,24 +32,43 @@ from redis.asyncio import Redis
 from cli.embedded_redis import free_port
 from client import ChatgwConnection, ResilientClient
 from shared.testing.invariants import run_violations
+from shared.testing.own_redis import OwnRedis
 from shared.testing.redis import redis_answers
 from shared.testing.stack import Stack
 
+PROCESS_FAULTS = ["kill_gateway", "kill_worker", "term_worker", "drop_pubsub", "term_gateway"]
+REDIS_FAULTS = ["restart_redis", "redis_outage"]  # only on a Redis of our own (--own-redis)
+
 
 class Chaos:
-    def __init__(self, stack: Stack, ports: list[int], redis_url: str, interval_s: float) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        ports: list[int],
+        redis_url: str,
+        interval_s: float,
+        own_redis: OwnRedis | None = None,
+        outage_s: float = 8.0,
+    ) -> None:
         self.stack = stack
         self.ports = ports
         self.redis_url = redis_url
         self.interval_s = interval_s
+        self.own_redis = own_redis
+        self.outage_s = outage_s
+        self.faults = PROCESS_FAULTS + (REDIS_FAULTS if own_redis is not None else [])
         self.actions: Counter[str] = Counter()
 
     async def run(self, until: float) -> None:
         rng = random.Random(7)
+        deck: list[str] = []
         while time.monotonic() < until:
             await asyncio.sleep(self.interval_s * (0.5 + rng.random()))
-            action = rng.choice(["kill_gateway", "kill_worker", "term_worker", "drop_pubsub", "term_gateway"])
+            if not deck:  # every fault type once per round, in a random order
+                deck = rng.sample(self.faults, len(self.faults))
+            action = deck.pop()
             self.actions[action] += 1
+            # One fault at a time: a process restarted while Redis is away could not get ready.
             await asyncio.to_thread(self._do, action, rng)
 
     def _do(self, action: str, rng: random.Random) -> None:
@@ -68,6 +91,12 @@ class Chaos:
             stack.start_worker()
         elif action == "drop_pubsub":
             asyncio.run(self._drop_pubsub())
+        elif action == "restart_redis" and self.own_redis is not None:
+            self.own_redis.restart()  # SIGTERM (AOF written out), then up again on the same port
+        elif action == "redis_outage" and self.own_redis is not None:
+            self.own_redis.stop()
+            time.sleep(self.outage_s)  # the outage itself
+            self.own_redis.start()
 
     async def _drop_pubsub(self) -> None:
         async with Redis.from_url(self.redis_url) as redis:
@@ -105,11 +134,25 @@ async def replay(url: str, user: str, run_id: str) -> list[dict[str, Any]]:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    redis_url = args.redis_url or ("redis://127.0.0.1:6379/0" if redis_answers("127.0.0.1", 6379) else None)
-    if redis_url is None:
-        print("needs a Redis on 127.0.0.1:6379 or --redis-url", file=sys.stderr)
-        return 2
     logs = Path(tempfile.mkdtemp(prefix="chatgw-chaos-"))
+    own_redis = OwnRedis(logs / "redis") if args.own_redis else None
+    try:
+        return await _chaos(args, logs, own_redis)
+    finally:
+        if own_redis is not None:
+            own_redis.close()
+
+
+async def _chaos(args: argparse.Namespace, logs: Path, own_redis: OwnRedis | None) -> int:
+    if own_redis is not None:
+        redis_url: str | None = own_redis.url
+    else:
+        redis_url = args.redis_url or (
+            "redis://127.0.0.1:6379/0" if redis_answers("127.0.0.1", 6379) else None
+        )
+    if redis_url is None:
+        print("needs a Redis on 127.0.0.1:6379, --redis-url or --own-redis", file=sys.stderr)
+        return 2
     stack = Stack(
         redis_url,
         logs,
@@ -118,6 +161,8 @@ async def main_async(args: argparse.Namespace) -> int:
         CHATGW_SWEEP_INTERVAL_S="0.5",
         CHATGW_WORKER_SHUTDOWN_GRACE_S="1",
         CHATGW_MAX_ATTEMPTS="10",
+        # Outages longer than this make workers give their attempts up (retried once Redis is back).
+        CHATGW_STORE_OUTAGE_BUDGET_S=str(args.outage_budget_s),
         # The chaos run measures failures, not the per-user rate limit (tested on its own).
         CHATGW_RATE_LIMIT_PER_MINUTE="100000",
         CHATGW_RATE_LIMIT_BURST="1000",
@@ -132,7 +177,7 @@ async def main_async(args: argparse.Namespace) -> int:
         urls = [f"ws://127.0.0.1:{p}/ws" for p in ports]
         until = time.monotonic() + args.minutes * 60
         runs: list[dict[str, Any]] = []
-        chaos = Chaos(stack, ports, redis_url, args.interval)
+        chaos = Chaos(stack, ports, redis_url, args.interval, own_redis, args.outage_s)
         await asyncio.gather(
             chaos.run(until), *(converse(urls, f"u{i}", until, runs) for i in range(args.clients))
         )
@@ -151,6 +196,7 @@ async def main_async(args: argparse.Namespace) -> int:
         summary = {
             "minutes": args.minutes,
             "clients": args.clients,
+            "redis": "own (AOF), restarted and taken away" if own_redis is not None else redis_url,
             "runs_checked": len(checked),
             "requests_refused_or_lost": len(runs) - len(checked) - len(stuck),
             "request_errors": dict(Counter(r["error"].split("(")[0] for r in runs if "error" in r)),
@@ -182,6 +228,13 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=3.0, help="mean seconds between chaos actions")
     parser.add_argument("--token-delay-ms", type=float, default=20.0)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="start a redis-server (AOF) of its own, and restart it / take it away",
+    )
+    parser.add_argument("--outage-s", type=float, default=8.0, help="how long a Redis outage lasts")
+    parser.add_argument("--outage-budget-s", type=float, default=5.0, help="CHATGW_STORE_OUTAGE_BUDGET_S")
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 
 

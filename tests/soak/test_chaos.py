@@ -1,4 +1,6 @@
-"""The chaos run behind the `soak` marker: `pytest -m soak` (CHATGW_CHAOS_MINUTES, default 1)."""
+"""The chaos run behind the `soak` marker: `pytest -m soak` (CHATGW_CHAOS_MINUTES, default 1).
+
+It runs its own Redis (``--own-redis``), so Redis restarts and outages are among its faults."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-def test_chaos_run_keeps_every_run_whole(redis_url: str) -> None:
+def test_chaos_run_keeps_every_run_whole() -> None:
     minutes = os.environ.get("CHATGW_CHAOS_MINUTES", "1")
     result = subprocess.run(
         [
@@ -25,8 +27,7 @@ def test_chaos_run_keeps_every_run_whole(redis_url: str) -> None:
             minutes,
             "--clients",
             "10",
-            "--redis-url",
-            redis_url,
+            "--own-redis",
         ],
         cwd=ROOT,
         capture_output=True,
