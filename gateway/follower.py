@@ -41,7 +41,8 @@ class Follower:
         self._on_finished = on_finished
         self._task: asyncio.Task[None] | None = None
         self._again = False
-        self._closed = False
+        self._closed = False  # finished or closed: ignore pub/sub from now on
+        self._stopped = False  # closed from outside (socket gone, unfollowed): stop sending too
         self.timing: RunTiming | None = None  # latencies the session times on this run, if any
 
     # -- HubListener
@@ -61,7 +62,7 @@ class Follower:
     # --
 
     def close(self) -> None:
-        self._closed = True
+        self._closed = self._stopped = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -106,7 +107,9 @@ class Follower:
             finished = self.cursor.finished
             self.cursor.syncing = not finished
             for frame in frames:
-                if self._closed or not await self._send_wait(frame):
+                # Not _closed: the terminal event of this very page may arrive live meanwhile and
+                # finish the follower; the rest of the page must still go out.
+                if self._stopped or not await self._send_wait(frame):
                     return
             self._timed(frames)
             if not finished and not read_again and not self._again:
