@@ -30,12 +30,18 @@ def cmd_gateway(settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.http_guard import ensure_fd_room, guarded_http_protocol
 
     settings.require_redis_url  # noqa: B018 - fail fast with a clear message
+    ensure_fd_room(settings.max_connections)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        # Slow or unfinished upgrade requests are closed; beyond the connection cap, HTTP 503 at once.
+        http=guarded_http_protocol(
+            handshake_timeout_s=settings.handshake_timeout_s, max_connections=settings.max_connections
+        ),
         ws="websockets-sansio",  # the legacy implementation holds a refused socket open for 10 s
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.auth import Authenticator
+from gateway.deadlines import SocketDeadlines
 from gateway.hub import PubSubHub
 from gateway.latency import RelaySampler
 from gateway.limits import Limits
@@ -23,8 +25,9 @@ from gateway.origin import OriginPolicy
 from gateway.outbox import Outbox
 from gateway.queue_depth import QueueDepth
 from gateway.session import GatewayContext, Session
+from gateway.store_watch import StoreWatch
 from shared.broker import make_broker
-from shared.errors import CloseCode, StoreUnavailable
+from shared.errors import CloseCode
 from shared.keys import Keys
 from shared.redis_factory import async_redis
 from shared.runqueue import RunQueue
@@ -60,12 +63,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start()
         _demote_client_errors()
         metrics = GatewayMetrics()
-        sockets: set[WebSocket] = set()
+        sockets: dict[WebSocket, Session] = {}
         metrics.sockets.set_function(lambda: len(sockets))
         metrics.track_hub(lambda: hub.channel_count, lambda: hub.reconnects)
         queue_depth = asyncio.create_task(QueueDepth(redis, keys, metrics).run_forever(), name="queue-depth")
+        probe_redis = async_redis(settings, max_connections=2)  # a busy pool must not look like an outage
+        store_watch = _watch_store(probe_redis, limits, sockets)
+        limits.sockets.on_lease_lost = lambda lost: _each(sockets, lambda s: s.lease_lost(lost))
+        upkeep = [
+            asyncio.create_task(limits.sockets.run_forever(), name="socket-slots"),
+            asyncio.create_task(store_watch.run_forever(), name="store-watch"),
+        ]
         app.state.ctx = GatewayContext(
-            settings=settings, store=store, hub=hub, runs=runs, auth=auth, limits=limits, metrics=metrics
+            settings=settings,
+            store=store,
+            hub=hub,
+            runs=runs,
+            auth=auth,
+            limits=limits,
+            metrics=metrics,
+            store_watch=store_watch,
         )
         app.state.sockets = sockets
         try:
@@ -76,13 +93,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await websocket.close(CloseCode.SERVICE_RESTART, "gateway restarting; resume elsewhere")
             queue_depth.cancel()
             await asyncio.gather(queue_depth, return_exceptions=True)
+            for task in upkeep:
+                task.cancel()
+            await asyncio.gather(*upkeep, return_exceptions=True)
+            await limits.sockets.deregister()
+            await probe_redis.aclose()
             await hub.stop()
             runs.close()
             await redis.aclose()
             await pubsub_redis.aclose()
 
     # No /docs or /openapi.json: nothing to gain from publishing the HTTP surface.
-    app = FastAPI(
+    app = _GatewayApp(
         title="chatgw gateway",
         version="0.1.0",
         lifespan=lifespan,
@@ -103,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis_ok = True
         except Exception:
             redis_ok = False
-        ready = redis_ok and ctx.hub.connected
+        # While the store watch says Redis is lost, stay unready until it says it is back.
+        ready = redis_ok and ctx.hub.connected and (ctx.store_watch is None or ctx.store_watch.available)
         body = {
             "ready": ready,
             "redis": redis_ok,
@@ -130,49 +153,98 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         await serve_socket(websocket, app.state.ctx, app.state.sockets)
 
+    app.ws_endpoint = ws_endpoint
+
     # Built last: a page served at / (any auth mode) makes the gateway's own origin trusted.
     origins = OriginPolicy.for_settings(settings, serves_page=_serves_page(app))
     log.info("%s", origins.describe())
     return app
 
 
+class _GatewayApp(FastAPI):
+    """FastAPI, except that ``/ws`` goes straight to its endpoint. A socket's endpoint runs for the
+    socket's whole life, and every ASGI layer in between (middleware, router, exception wrappers)
+    would keep a suspended frame per socket: about 10 KiB each, most of an idle socket's memory."""
+
+    ws_endpoint: Callable[[WebSocket], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws" and self.ws_endpoint is not None:
+            scope["app"] = self
+            await self.ws_endpoint(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _watch_store(probe_redis: Redis, limits: Limits, sockets: dict[WebSocket, Session]) -> StoreWatch:
+    """No silent sockets: when Redis is lost every socket gets ``unavailable`` + 1013 (clients
+    reconnect with backoff and resume); when it is back, releases held meanwhile are flushed."""
+    background: set[asyncio.Task[None]] = set()
+
+    def back() -> None:
+        task = asyncio.get_running_loop().create_task(limits.sockets.tick())
+        background.add(task)
+        task.add_done_callback(background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retried by the upkeep loop
+
+    return StoreWatch(probe_redis.ping, on_lost=lambda: _each(sockets, Session.store_lost), on_back=back)
+
+
+def _each(sockets: dict[WebSocket, Session], action: Callable[[Session], None]) -> None:
+    for session in list(sockets.values()):
+        action(session)
+
+
 def _serves_page(app: FastAPI) -> bool:
     return any(getattr(route, "path", None) in ("/", "") for route in app.routes)
 
 
-async def serve_socket(websocket: WebSocket, ctx: GatewayContext, sockets: set[WebSocket]) -> None:
-    """Shuttle frames between one WebSocket and its Session until either side ends."""
+async def serve_socket(websocket: WebSocket, ctx: GatewayContext, sockets: dict[WebSocket, Session]) -> None:
+    """Shuttle frames between one WebSocket and its Session until either side ends.
+
+    Per socket: this task, a reader, a writer and one timer handle (idle sockets are most of a
+    gateway's memory, so nothing else runs per socket)."""
     await websocket.accept()
+    _forget_handshake(websocket)
     outbox = Outbox(ctx.settings.outbound_queue_size)
     session = Session(ctx, outbox)
-    authorization = websocket.headers.get("authorization")
-    if authorization is not None:
+    sockets[websocket] = session  # from the start: a Redis-loss notice reaches it too
+    if ctx.store_watch is not None and not ctx.store_watch.available:
+        session.store_lost()  # say so at once rather than let the client wait on Redis
+    elif (authorization := websocket.headers.get("authorization")) is not None:
         await session.authenticate_header(authorization)
-    sockets.add(websocket)
     settings = ctx.settings
+    deadlines = SocketDeadlines(
+        session, auth_timeout_s=settings.auth_timeout_s, idle_timeout_s=settings.idle_timeout_s
+    )
+    session.on_ready = deadlines.rearm
     tasks = [
         asyncio.create_task(_read_frames(websocket, session), name="ws-reader"),
         asyncio.create_task(_write_frames(websocket, outbox, session.relay), name="ws-writer"),
-        asyncio.create_task(outbox.closing.wait(), name="ws-closing"),
-        asyncio.create_task(_auth_deadline(session, settings.auth_timeout_s), name="ws-auth-deadline"),
-        asyncio.create_task(_token_expiry(session), name="ws-token-expiry"),
-        asyncio.create_task(_idle_watch(session, settings.idle_timeout_s), name="ws-idle"),
-        asyncio.create_task(_renew_slot(session, ctx.limits.socket_lease_s / 3), name="ws-slot"),
     ]
+    for task in tasks:  # either one ending (the peer left, the socket broke) ends the socket
+        task.add_done_callback(lambda _: outbox.closing.set())
     try:
-        await asyncio.wait(tasks[:3], return_when=asyncio.FIRST_COMPLETED)
+        await outbox.closing.wait()
     finally:
+        deadlines.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        sockets.discard(websocket)
-        await session.close()
+        sockets.pop(websocket, None)
         request = outbox.close_request
+        # Free the slot before the client hears the close (it may reconnect at once), except when
+        # Redis is gone: then the notice must not wait on it (the release is retried later).
+        store_lost = request is not None and request.code == CloseCode.TRY_AGAIN_LATER
+        if not store_lost:
+            await session.close()
         if request is not None and websocket.client_state is WebSocketState.CONNECTED:
             ctx.metrics.closes.labels(str(request.code)).inc()
             if request.code == CloseCode.SLOW_CONSUMER:
                 log.warning("closing a slow consumer's socket (user %s): outbound queue full", session.user)
             await _close(websocket, request.code, request.reason, outbox.drain() if request.flush else [])
+        if store_lost:
+            await session.close()
 
 
 async def _close(websocket: WebSocket, code: int, reason: str, last_frames: list[str]) -> None:
@@ -185,6 +257,15 @@ async def _close(websocket: WebSocket, code: int, reason: str, last_frames: list
             await websocket.close(code, reason)
     except Exception:
         _abort_transport(websocket)
+
+
+def _forget_handshake(websocket: WebSocket) -> None:
+    """uvicorn's protocol keeps the parsed upgrade request and its response for the socket's whole
+    life, though neither is read after the accept: about 3 KiB of every idle socket."""
+    protocol = getattr(getattr(websocket, "_send", None), "__self__", None)
+    for name in ("request", "response"):
+        if getattr(protocol, name, None) is not None:
+            setattr(protocol, name, None)
 
 
 def _abort_transport(websocket: WebSocket) -> None:
@@ -241,35 +322,3 @@ async def _write_frames(websocket: WebSocket, outbox: Outbox, relay: RelaySample
             frame = await outbox.get()
             await websocket.send_text(frame)
             relay.written(frame)
-
-
-async def _auth_deadline(session: Session, timeout_s: float) -> None:
-    await asyncio.sleep(timeout_s)
-    session.auth_timed_out()
-
-
-async def _token_expiry(session: Session) -> None:
-    await session.ready.wait()
-    if session.expires_at is not None:
-        await asyncio.sleep(max(0.0, session.expires_at - time.time()))
-        session.token_expired()
-
-
-async def _idle_watch(session: Session, idle_s: float) -> None:
-    while True:
-        remaining = session.last_input + idle_s - time.monotonic()
-        if remaining <= 0:
-            session.idle_timed_out()
-            return
-        await asyncio.sleep(remaining)
-
-
-async def _renew_slot(session: Session, interval_s: float) -> None:
-    """Keep this socket counted against the user's cap; a crashed gateway stops renewing."""
-    await session.ready.wait()
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await session.renew_slot()
-        except StoreUnavailable:
-            log.warning("Redis unavailable while renewing a socket lease")

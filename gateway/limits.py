@@ -2,9 +2,8 @@
 
 - chat rate: a token bucket per user (``CHATGW_RATE_LIMIT_PER_MINUTE``, burst
   ``CHATGW_RATE_LIMIT_BURST``) in ``Keys.user_rate``; a refused frame gets ``retry_after_ms``.
-- open sockets: a sorted set per user in ``Keys.user_sockets``, one member per socket scored by
-  the expiry of its lease. A live gateway renews its sockets' leases; a crashed gateway's members
-  simply expire, so a dead replica cannot lock a user out for longer than one lease.
+- open sockets: ``CHATGW_MAX_SOCKETS_PER_USER``, counted by :class:`gateway.socket_slots.SocketSlots`
+  (one lease per gateway, not per socket: a crashed gateway's slots free themselves when it expires).
 
 Each check is one Lua script, so concurrent sockets (on any replica) cannot both take the last slot.
 Clocks: the scripts read Redis's ``TIME``, never a gateway's, so replicas need not agree on the time.
@@ -19,13 +18,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.socket_slots import GATEWAY_LEASE_S, SocketSlots
 from shared.errors import ErrorCode, LimitExceeded, StoreUnavailable
 from shared.keys import Keys
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-SOCKET_LEASE_S = 30.0  # how long a socket stays counted without a renewal
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -56,22 +54,6 @@ return 0
 """
 )
 
-# KEYS: sockets. ARGV: socket_id, max_sockets, lease_ms, renew ('1': the socket is already admitted).
-# Returns 1 when the socket holds a slot, 0 when the user is at the cap.
-SOCKET_SCRIPT = (
-    _NOW_MS
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if ARGV[4] ~= '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1])
-   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-)
-
 
 def _translate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -93,16 +75,14 @@ class Limits:
         rate_per_minute: int,
         burst: int,
         max_sockets: int,
-        socket_lease_s: float = SOCKET_LEASE_S,
+        socket_lease_s: float = GATEWAY_LEASE_S,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._burst = burst
         self._per_ms = rate_per_minute / 60_000
-        self._max_sockets = max_sockets
-        self.socket_lease_s = socket_lease_s
         self._rate = redis.register_script(RATE_SCRIPT)
-        self._socket = redis.register_script(SOCKET_SCRIPT)
+        self.sockets = SocketSlots(redis, keys, max_sockets=max_sockets, lease_s=socket_lease_s)
 
     @_translate
     async def take_chat(self, user: str) -> None:
@@ -115,27 +95,11 @@ class Limits:
                 retry_after_ms=wait_ms,
             )
 
-    @_translate
-    async def open_socket(self, user: str, socket_id: str) -> None:
-        """Count a new socket of ``user`` or raise LimitExceeded(too_many_sockets)."""
-        if not await self._lease(user, socket_id, renew=False):
-            raise LimitExceeded(
-                f"you already have {self._max_sockets} sockets open; close one first",
-                code=ErrorCode.TOO_MANY_SOCKETS,
-            )
+    async def open_socket(self, user: str, socket_id: str) -> str:
+        """Count a new socket of ``user`` (returns the gateway id holding its slot) or raise
+        LimitExceeded(too_many_sockets) / StoreUnavailable."""
+        return await self.sockets.admit(user, socket_id)
 
-    @_translate
-    async def renew_socket(self, user: str, socket_id: str) -> None:
-        await self._lease(user, socket_id, renew=True)
-
-    @_translate
-    async def close_socket(self, user: str, socket_id: str) -> None:
-        await self._redis.zrem(self._keys.user_sockets(user), socket_id)
-
-    async def _lease(self, user: str, socket_id: str, *, renew: bool) -> bool:
-        lease_ms = max(1, int(self.socket_lease_s * 1000))
-        admitted = await self._socket(
-            keys=[self._keys.user_sockets(user)],
-            args=[socket_id, self._max_sockets, lease_ms, "1" if renew else "0"],
-        )
-        return bool(int(admitted))
+    async def close_socket(self, user: str, socket_id: str, gateway_id: str | None = None) -> None:
+        """Free the socket's slot (retried later if Redis is unreachable now)."""
+        await self.sockets.release(user, socket_id, gateway_id)

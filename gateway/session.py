@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -25,6 +26,7 @@ from gateway.latency import RelaySampler, RunTiming
 from gateway.limits import Limits
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import Outbox
+from gateway.store_watch import StoreWatch
 from shared import logs
 from shared.errors import (
     AuthError,
@@ -78,6 +80,7 @@ class GatewayContext:
     auth: Authenticator
     limits: Limits
     metrics: GatewayMetrics
+    store_watch: StoreWatch | None = None  # None: not watched (Redis assumed up)
 
 
 def _retry_key(frame: ChatFrame) -> str | None:
@@ -96,11 +99,12 @@ class Session:
         self.user: str | None = None
         self.expires_at: float | None = None  # Unix time the token expires; None: never
         self.phase = Phase.AWAITING_AUTH
-        self.ready = asyncio.Event()  # set once authenticated (and counted against the socket cap)
         self.socket_id = uuid.uuid4().hex
         self.last_input = time.monotonic()  # for the idle timeout
         self.follows: dict[str, Follower] = {}
         self._holds_slot = False
+        self.slot_gateway: str | None = None  # the gateway id this socket's slot is held under
+        self.on_ready: Callable[[], None] | None = None  # the endpoint re-arms its deadlines
         self.relay = RelaySampler(ctx.metrics.relay)  # fed by the socket's writer
 
     # ------------------------------------------------------------------ input
@@ -188,9 +192,17 @@ class Session:
             self.phase = Phase.CLOSED
             self.outbox.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
 
-    async def renew_slot(self) -> None:
-        if self._holds_slot and self.user is not None:
-            await self._ctx.limits.renew_socket(self.user, self.socket_id)
+    def store_lost(self) -> None:
+        """Redis is unreachable: say so and close with 1013; the client resumes elsewhere or later."""
+        if self.phase is not Phase.CLOSED:
+            message = "the service lost its store (Redis); reconnect with backoff and resume"
+            self._end(CloseCode.TRY_AGAIN_LATER, error_frame(ErrorCode.UNAVAILABLE, message))
+
+    def lease_lost(self, gateway_id: str) -> None:
+        """This gateway can no longer vouch for slots held under ``gateway_id``: reconnect and resume."""
+        if self.slot_gateway == gateway_id and self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
+            self.outbox.close(CloseCode.SERVICE_RESTART, "gateway lost its socket lease; resume")
 
     # ------------------------------------------------------------------ frames
 
@@ -210,17 +222,19 @@ class Session:
         except AuthError as exc:
             self._refuse(exc.message)
             return
-        if await self._take_slot(identity):
+        # A socket closed while its admission was in flight (e.g. Redis was lost) stays closed.
+        if await self._take_slot(identity) and self.phase is Phase.AWAITING_AUTH:
             self.user, self.expires_at = identity.user, identity.expires_at
             logs.bind(user=identity.user)
             self.phase = Phase.READY
-            self.ready.set()
+            if self.on_ready is not None:
+                self.on_ready()
 
     async def _take_slot(self, identity: Identity) -> bool:
         # Marked held before the await: if the socket dies meanwhile, close() still releases it.
         self.user, self._holds_slot = identity.user, True
         try:
-            await self._ctx.limits.open_socket(identity.user, self.socket_id)
+            self.slot_gateway = await self._ctx.limits.open_socket(identity.user, self.socket_id)
         except LimitExceeded as exc:
             self._holds_slot = False
             self._end(CloseCode.TOO_MANY_SOCKETS, error_frame(exc.code, exc.message))
@@ -378,5 +392,5 @@ class Session:
             await self._unfollow(run_id)
         if self._holds_slot and self.user is not None:
             self._holds_slot = False
-            with contextlib.suppress(StoreUnavailable):  # else the slot's lease runs out on its own
-                await self._ctx.limits.close_socket(self.user, self.socket_id)
+            # Never raises for an unreachable Redis: the release is retried until it lands.
+            await self._ctx.limits.close_socket(self.user, self.socket_id, self.slot_gateway)

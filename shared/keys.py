@@ -11,10 +11,12 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:conv:{conversation_id}:waiting`` | list | runs queued behind the active one (on_busy=enqueue) |
 | ``P:user:{user}:runs`` | set | the user's runs in flight (concurrent-run quota) |
 | ``P:user:{user}:chat:{ref}`` | string with TTL | the run a chat frame (id + content) started |
-| ``P:user:{user}:sockets`` | sorted set | the user's open sockets, scored by expiry (socket cap) |
+| ``P:user:{user}:socket_slots`` | hash | the user's open sockets: socket_id → its gateway (socket cap) |
 | ``P:user:{user}:rate`` | string | the user's message rate-limit state |
 | ``P:runs:leases`` | sorted set | runs being worked on (or re-queued), scored by lease deadline |
 | ``P:gateway:{gateway_id}`` | pub/sub channel | a gateway's own channel (keeps its pub/sub connection open) |
+| ``P:gateways`` | sorted set | live gateways' socket-slot leases, scored by expiry (Redis ms) |
+| ``P:gateway:{gateway_id}:users`` | set | users with a socket slot on that gateway (swept when it dies) |
 | ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
 | ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
 | ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
@@ -54,6 +56,12 @@ class Keys:
     def gateway_channel(self, gateway_id: str) -> str:
         return f"{self.prefix}:gateway:{gateway_id}"
 
+    def gateways(self) -> str:
+        return f"{self.prefix}:gateways"
+
+    def gateway_users(self, gateway_id: str) -> str:
+        return f"{self.prefix}:gateway:{gateway_id}:users"
+
     def conversation(self, conversation_id: str) -> str:
         return f"{self.prefix}:conv:{conversation_id}"
 
@@ -67,7 +75,7 @@ class Keys:
         return f"{self.prefix}:user:{user}:chat:{client_ref}"
 
     def user_sockets(self, user: str) -> str:
-        return f"{self.prefix}:user:{user}:sockets"
+        return f"{self.prefix}:user:{user}:socket_slots"
 
     def user_rate(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:rate"

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = Field(20.0, gt=0)
     ws_ping_timeout_s: float = Field(20.0, gt=0)
     idle_timeout_s: float = Field(300.0, gt=0, description="Close a socket that sent nothing for this long.")
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Close a connection whose upgrade request is not in by then."
+    )
+    max_connections: int = Field(
+        15_000, ge=1, le=1_000_000, description="Open connections per gateway process; beyond, HTTP 503."
+    )
     max_follows_per_socket: int = Field(100, ge=1)
 
     # Limits (per user, across every gateway replica: counted in Redis).

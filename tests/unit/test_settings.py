@@ -44,6 +44,8 @@ def config_error(**overrides: object) -> ConfigError:
         ("outbound_queue_size", 1024),
         ("ws_ping_interval_s", 20.0),
         ("ws_ping_timeout_s", 20.0),
+        ("handshake_timeout_s", 10.0),
+        ("max_connections", 15_000),
         ("run_retention_s", 3600),
         ("conversation_ttl_s", 30 * 24 * 3600),
         ("run_timeout_s", 300.0),
