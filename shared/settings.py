@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_content_chars: int = Field(16_000, ge=1, le=1_000_000)
     outbound_queue_size: int = Field(1024, ge=8, le=1_000_000)
-    ws_ping_interval_s: float = Field(20.0, gt=0)
+    ws_ping_interval_s: float = Field(30.0, gt=0)
     ws_ping_timeout_s: float = Field(20.0, gt=0)
     idle_timeout_s: float = Field(300.0, gt=0, description="Close a socket that sent nothing for this long.")
     handshake_timeout_s: float = Field(

@@ -127,7 +127,10 @@ async def test_two_runs_stream_interleaved_on_one_socket(bare_stack: Stack) -> N
             assert_well_formed(t)
             assert t.terminal is not None and t.terminal["type"] == "run.completed"
             assert t.terminal["content"] == t.text
-        assert ta.text != tb.text
+        # Nothing crossed over: each transcript holds only its own run's events (the offline model
+        # may give both questions the same answer when no document matches).
+        assert {e["run_id"] for e in ta.events} == {a["run_id"]}
+        assert {e["run_id"] for e in tb.events} == {b["run_id"]}
         order = [f["run_id"] for f in conn.wire if "seq" in f]
         switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
         assert switches >= 4, f"runs did not overlap on the wire: {order}"

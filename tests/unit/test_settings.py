@@ -42,7 +42,7 @@ def config_error(**overrides: object) -> ConfigError:
         ("max_frame_bytes", 64 * 1024),
         ("max_content_chars", 16_000),
         ("outbound_queue_size", 1024),
-        ("ws_ping_interval_s", 20.0),
+        ("ws_ping_interval_s", 30.0),
         ("ws_ping_timeout_s", 20.0),
         ("handshake_timeout_s", 10.0),
         ("max_connections", 15_000),
