@@ -19,7 +19,7 @@ from shared.errors import AgentError, ErrorCode, StoreUnavailable
 from shared.protocol import Source
 from shared.runstore import Claim, RunWaiting
 from worker.agent.graph import AgentResult, stream_agent
-from worker.agent.memory import record_partial_turn
+from worker.agent.memory import TURN_KEY, TurnInfo, record_partial_turn
 from worker.emitter import RunEmitter, RunLost
 from worker.runtime import WorkerRuntime
 
@@ -101,7 +101,8 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     emitter = RunEmitter(rt.appender, claim, outage_budget_s=rt.settings.store_outage_budget_s)
     max_tokens = rt.settings.max_run_tokens
     claimed_at = time.monotonic()
-    config: Any = {"configurable": {"thread_id": claim.conversation_id}}
+    turn = TurnInfo(run_id=run_id, asked_at=claim.created_at or None)  # stamped on the remembered turn
+    config: Any = {"configurable": {"thread_id": claim.conversation_id, TURN_KEY: turn}}
 
     async def on_sources(sources: list[Source]) -> None:
         # Not awaited: the model starts while the event is on its way (order is kept by the emitter).
@@ -148,7 +149,14 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
             if isinstance(error, TokenBudgetReached):
                 terminal = ("run.completed", {"content": emitter.content, "truncated": True})
                 # The graph never reached its own save: keep the (cut) answer in the conversation.
-                await record_partial_turn(rt.graph, config, claim.content, emitter.content, stopped=False)
+                await record_partial_turn(
+                    rt.graph,
+                    config,
+                    claim.content,
+                    emitter.content,
+                    stopped=False,
+                    budget_chars=rt.settings.history_budget_chars,
+                )
             else:
                 terminal = describe_failure(error)
                 if not isinstance(error, AgentError):
@@ -200,7 +208,9 @@ async def _stopped(
     if not user_stop:
         return None
     # Before the terminal event, so the conversation's next turn sees it. Never raises.
-    await record_partial_turn(rt.graph, config, claim.content, emitter.content)
+    await record_partial_turn(
+        rt.graph, config, claim.content, emitter.content, budget_chars=rt.settings.history_budget_chars
+    )
     return ("run.stopped", {"content": emitter.content})
 
 

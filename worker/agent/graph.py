@@ -18,7 +18,7 @@ from langgraph.types import Checkpointer
 
 from shared.protocol import Source
 from worker.agent.llm import check_finished, system_prompt_of, translate_llm_error
-from worker.agent.memory import DEFAULT_HISTORY_BUDGET_CHARS, select_history
+from worker.agent.memory import DEFAULT_HISTORY_BUDGET_CHARS, remember_turn, select_history, turn_info
 from worker.agent.offline import format_context
 from worker.agent.retrieval import Retriever
 
@@ -80,7 +80,9 @@ def build_graph(
         sources = await retriever.retrieve(state["question"], k)
         if (hooks := _hooks_of(config)) is not None:
             await hooks.on_sources(sources)
-        return {"sources": [s.model_dump() for s in sources]}
+        found = [s.model_dump() for s in sources]
+        turn_info(config).sources = found  # for a stopped turn, which never reaches generate's end
+        return {"sources": found}
 
     async def generate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         sources = [Source.model_validate(s) for s in state.get("sources", [])]
@@ -99,7 +101,16 @@ def build_graph(
                 raise
             raise error from exc
         check_finished(reply)
-        return {"answer": reply.text, "messages": [HumanMessage(content=state["question"]), reply]}
+        messages = remember_turn(
+            state.get("messages", []),
+            state["question"],
+            reply,
+            turn=turn_info(config),
+            sources=state.get("sources", []),
+            stopped=False,
+            budget_chars=history_budget_chars,
+        )
+        return {"answer": reply.text, "messages": messages}
 
     builder = StateGraph(AgentState)
     builder.add_node(RETRIEVE, retrieve)

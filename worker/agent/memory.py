@@ -1,51 +1,43 @@
-"""Conversation memory: the checkpointer that keeps each conversation's turns, and what reaches the model.
+"""Conversation memory: the turns each conversation keeps, and what reaches the model.
 
-The agent graph runs with ``thread_id = conversation_id``, so its ``messages`` channel accumulates the
-conversation in the checkpointer. Every worker opens the same store (a SQLite file by default, PostgreSQL
-when ``CHATGW_DATABASE_URL`` is set), which is what lets any worker continue any conversation.
+The agent graph runs with ``thread_id = conversation_id``, so its ``messages`` channel holds the
+conversation in the checkpointer (shared/checkpoints.py). Every worker opens the same store (a SQLite
+file by default, PostgreSQL when ``CHATGW_DATABASE_URL`` is set), which is what lets any worker continue
+any conversation.
 
 A completed turn is saved by the graph's generate node. A stopped turn never reaches the end of that
 node (it was cancelled), so the worker records it with :func:`record_partial_turn`: the question and the
 partial answer, marked as stopped. The model sees that answer with :data:`STOPPED_SUFFIX` appended.
+Both go through :func:`remember_turn`, which stamps the turn for the transcript (shared/transcript.py)
+and forgets the turns no later turn can be sent: memory stays within the history budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import aiosqlite
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from shared.settings import Settings
+from shared.checkpoints import open_checkpointer as open_checkpointer  # where workers open it, too
+from shared.transcript import STATUS_KEY as STATUS_KEY
+from shared.transcript import STOPPED as STOPPED
+from shared.transcript import answer_message, question_message
+from shared.transcript import is_stopped as is_stopped
 
 if TYPE_CHECKING:
-    from psycopg import AsyncConnection
-    from psycopg.rows import DictRow
-
     from worker.agent.graph import AgentGraph
 
 log = logging.getLogger(__name__)
 
-STATUS_KEY = "chatgw_status"  # in an AIMessage's response_metadata
-STOPPED = "stopped"
 STOPPED_SUFFIX = " [answer interrupted by the user]"
 DEFAULT_HISTORY_BUDGET_CHARS = 8000  # same default as Settings.history_budget_chars
-
-# Another worker process may hold SQLite's single write lock; wait for it rather than fail the run.
-SQLITE_BUSY_TIMEOUT_S = 30.0
-PG_CONNECT_TIMEOUT_S = 10.0
-# Two workers booting at once must not both run the checkpointer's migrations (CREATE TABLE races and
-# duplicate migration rows): setup() runs under this session-level advisory lock.
-PG_SETUP_LOCK_KEY = 0x63686174_67770001
-PG_SETUP_LOCK_TIMEOUT_S = 120.0
 # A stop should end the run promptly even if the store is slow; losing the partial turn is the lesser harm.
 RECORD_TIMEOUT_S = 5.0
 
@@ -56,10 +48,6 @@ RECORD_TIMEOUT_S = 5.0
 def stopped_answer(text: str) -> AIMessage:
     """The stored form of a stopped run's partial answer: its text as streamed, marked as stopped."""
     return AIMessage(content=text, id=f"stopped-{uuid.uuid4().hex}", response_metadata={STATUS_KEY: STOPPED})
-
-
-def is_stopped(message: BaseMessage) -> bool:
-    return isinstance(message, AIMessage) and message.response_metadata.get(STATUS_KEY) == STOPPED
 
 
 def for_model(message: BaseMessage) -> BaseMessage:
@@ -90,18 +78,71 @@ def select_history(messages: Sequence[BaseMessage], budget_chars: int) -> list[B
     Newest first, stopping at the first turn that does not fit, so the model never sees a conversation
     with a gap or half a turn. ``budget_chars <= 0`` means no history.
     """
+    return [for_model(m) for turn in _turns_within(messages, budget_chars) for m in turn]
+
+
+def _turns_within(messages: Sequence[BaseMessage], budget_chars: int) -> list[list[BaseMessage]]:
+    """The newest whole turns whose text as the model sees it fits in ``budget_chars``, oldest first."""
     if budget_chars <= 0:
         return []
     kept: list[list[BaseMessage]] = []
     used = 0
     for turn in reversed(split_turns(messages)):
-        view = [for_model(m) for m in turn]
-        size = sum(len(m.text) for m in view)
+        size = sum(len(for_model(m).text) for m in turn)
         if used + size > budget_chars:
             break
-        kept.append(view)
+        kept.append(turn)
         used += size
-    return [m for turn in reversed(kept) for m in turn]
+    return kept[::-1]
+
+
+# ---------------------------------------------------------------- remembering a turn
+
+
+TURN_KEY = "chatgw_turn"  # in config["configurable"]; not a primitive, so never checkpointed
+
+
+@dataclass(slots=True)
+class TurnInfo:
+    """What the worker tells the graph about the run a turn belongs to (and what it learns on the way)."""
+
+    run_id: str | None = None
+    asked_at: float | None = None  # when the user asked (the run's creation); default: when answered
+    sources: list[dict[str, str]] = field(default_factory=list)  # set by the retrieve node
+
+
+def turn_info(config: RunnableConfig) -> TurnInfo:
+    found = (config.get("configurable") or {}).get(TURN_KEY)
+    return found if isinstance(found, TurnInfo) else TurnInfo()
+
+
+def remember_turn(
+    stored: Sequence[BaseMessage],
+    question: str,
+    answer: BaseMessage,
+    *,
+    turn: TurnInfo,
+    sources: Sequence[dict[str, str]],
+    stopped: bool,
+    budget_chars: int,
+) -> list[BaseMessage]:
+    """The ``messages`` update that adds one turn and forgets the older turns no later turn can be sent.
+
+    Kept: the turns :func:`select_history` would send with the next question, and always the newest
+    turn (so a conversation still shows its last exchange). Everything else is removed from memory,
+    which keeps a conversation's storage within the budget however long it runs.
+    """
+    now = time.time()
+    answer = answer if isinstance(answer, AIMessage) else AIMessage(content=answer.text)
+    new = [
+        question_message(question, run_id=turn.run_id, asked_at=turn.asked_at or now),
+        answer_message(answer, run_id=turn.run_id, answered_at=now, sources=sources, stopped=stopped),
+    ]
+    turns = split_turns(stored)
+    still_sent = max(0, len(_turns_within([*stored, *new], budget_chars)) - 1)  # minus the new turn
+    forgotten = turns[: len(turns) - still_sent]
+    removals: list[BaseMessage] = [RemoveMessage(id=m.id) for t in forgotten for m in t if m.id]
+    return [*removals, *new]
 
 
 # ---------------------------------------------------------------- stopped turns
@@ -114,6 +155,7 @@ async def record_partial_turn(
     partial_text: str,
     *,
     stopped: bool = True,
+    budget_chars: int = DEFAULT_HISTORY_BUDGET_CHARS,
     timeout_s: float = RECORD_TIMEOUT_S,
 ) -> bool:
     """Save a cut-short run's question and partial answer as the conversation's latest turn.
@@ -127,103 +169,23 @@ async def record_partial_turn(
 
     if graph.checkpointer is None:
         return False  # no memory configured (e.g. unit tests): nothing to keep
-    update = {
-        "question": question,
-        "answer": partial_text,
-        "messages": [
-            HumanMessage(content=question),
-            stopped_answer(partial_text) if stopped else AIMessage(content=partial_text),
-        ],
-    }
+    turn = turn_info(config)
     try:
         async with asyncio.timeout(timeout_s):
+            stored = (await graph.aget_state(config)).values.get("messages", [])
+            messages = remember_turn(
+                stored,
+                question,
+                stopped_answer(partial_text) if stopped else AIMessage(content=partial_text),
+                turn=turn,
+                sources=turn.sources,
+                stopped=stopped,
+                budget_chars=budget_chars,
+            )
+            update = {"question": question, "answer": partial_text, "messages": messages}
             await graph.aupdate_state(config, update, as_node=GENERATE)
     except Exception:
         thread = config.get("configurable", {}).get("thread_id")
         log.warning("could not record the stopped turn of conversation %s", thread, exc_info=True)
         return False
     return True
-
-
-# ---------------------------------------------------------------- the checkpointer
-
-
-@asynccontextmanager
-async def open_checkpointer(settings: Settings) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """The conversation store, ready to use (tables created); closed on exit."""
-    if settings.database_url:
-        async with _open_postgres(settings.database_url) as pg:
-            yield pg
-    else:
-        async with _open_sqlite(settings.checkpoint_path) as sqlite:
-            yield sqlite
-
-
-@asynccontextmanager
-async def _open_sqlite(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # timeout = SQLite's busy timeout: with several worker processes on one file, a writer waits for
-    # the other's lock instead of failing with "database is locked".
-    async with aiosqlite.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as conn:
-        # WAL: readers in one process do not block a writer in another (setup() sets it too; it is
-        # set here first so it holds before any table is touched).
-        await conn.execute("PRAGMA journal_mode=WAL")
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
-        yield saver
-
-
-@asynccontextmanager
-async def _open_postgres(url: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    # Imported here so a SQLite deployment does not need the PostgreSQL packages.
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from psycopg import AsyncConnection
-    from psycopg.rows import DictRow, dict_row
-    from psycopg_pool import AsyncConnectionPool
-
-    # A pool (not one connection) so a connection dropped by a database restart is replaced instead of
-    # failing every later run; the saver serializes its queries, so a few connections are plenty.
-    pool = AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=4,
-        open=False,
-        connection_class=AsyncConnection[DictRow],
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        check=AsyncConnectionPool.check_connection,
-    )
-    await pool.open(wait=True, timeout=PG_CONNECT_TIMEOUT_S)
-    try:
-        saver = AsyncPostgresSaver(pool)
-        async with pool.connection() as lock_conn:
-            await _take_setup_lock(lock_conn)
-            try:
-                await saver.setup()
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (PG_SETUP_LOCK_KEY,))
-        yield saver
-    finally:
-        await pool.close()
-
-
-async def _take_setup_lock(conn: AsyncConnection[DictRow]) -> None:
-    """Take the setup lock by polling.
-
-    Not ``pg_advisory_lock()``: a session blocked inside that statement holds a snapshot, and the
-    migrations' ``CREATE INDEX CONCURRENTLY`` waits for every open snapshot, so the holder's setup
-    would wait for us forever.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PG_SETUP_LOCK_TIMEOUT_S
-    while True:
-        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (PG_SETUP_LOCK_KEY,))
-        row = await cursor.fetchone()
-        if row is not None and row["locked"]:
-            return
-        if loop.time() > deadline:
-            raise TimeoutError(
-                f"another worker held the checkpointer setup lock for {PG_SETUP_LOCK_TIMEOUT_S:g} s"
-            )
-        await asyncio.sleep(0.1)
