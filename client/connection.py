@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+
+# A chat's choice when its conversation has a run in flight (docs/protocol.md, "chat").
+OnBusy = Literal["reject", "interrupt", "enqueue"]
 
 TERMINAL = frozenset({"run.completed", "run.stopped", "run.failed"})
 
@@ -104,13 +107,21 @@ class ChatgwConnection:
         return await asyncio.wait_for(self.replies.get(), timeout)
 
     async def chat(
-        self, content: str, conversation_id: str | None = None, ref: str | None = None
+        self,
+        content: str,
+        conversation_id: str | None = None,
+        ref: str | None = None,
+        on_busy: OnBusy | None = None,
     ) -> dict[str, Any]:
+        """Send a chat frame; returns its reply (run.accepted or error). ``on_busy``: what to do if the
+        conversation has a run in flight (reject, interrupt, enqueue); None: the server's default."""
         frame: dict[str, Any] = {"type": "chat", "content": content}
         if conversation_id:
             frame["conversation_id"] = conversation_id
         if ref:
             frame["id"] = ref
+        if on_busy:
+            frame["on_busy"] = on_busy
         await self.send(frame)
         return await self.reply()
 

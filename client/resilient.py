@@ -18,6 +18,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from client.connection import OnBusy
+
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"run.completed", "run.stopped", "run.failed"})
@@ -130,12 +132,19 @@ class ResilientClient:
     # ------------------------------------------------------------------ requests
 
     async def chat(
-        self, content: str, conversation_id: str | None = None, timeout: float = 15.0
+        self,
+        content: str,
+        conversation_id: str | None = None,
+        timeout: float = 15.0,
+        on_busy: OnBusy | None = None,
     ) -> dict[str, Any]:
-        """Start a run and follow it; returns the run.accepted frame."""
+        """Start a run and follow it; returns the run.accepted frame. ``on_busy``: what to do if the
+        conversation has a run in flight (reject, interrupt, enqueue); None: the server's default."""
         frame: dict[str, Any] = {"type": "chat", "content": content}
         if conversation_id:
             frame["conversation_id"] = conversation_id
+        if on_busy:
+            frame["on_busy"] = on_busy
         return await self._request(frame, timeout)  # _on_frame starts following at run.accepted
 
     async def stop(self, run_id: str, timeout: float = 15.0) -> dict[str, Any]:

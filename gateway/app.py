@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.auth import Authenticator
 from gateway.deadlines import SocketDeadlines
+from gateway.http_api import install as install_http_api
 from gateway.hub import PubSubHub
 from gateway.latency import RelaySampler
 from gateway.limits import Limits
@@ -103,15 +104,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             await pubsub_redis.aclose()
 
-    # No /docs or /openapi.json: nothing to gain from publishing the HTTP surface.
+    # The HTTP API is documented where clients look for it: /openapi.json, and Swagger UI at /docs.
     app = _GatewayApp(
         title="chatgw gateway",
         version="0.1.0",
+        description="Conversations and runs over HTTP (docs/http.md). Chat itself is the WebSocket at "
+        "/ws (docs/protocol.md, docs/asyncapi.yaml).",
         lifespan=lifespan,
-        docs_url=None,
+        docs_url="/docs",
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
+    install_http_api(app, settings)  # /v1: conversations and runs (gateway/http_api.py)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

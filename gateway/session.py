@@ -50,6 +50,7 @@ from shared.protocol import (
     RunAccepted,
     RunState,
     StopFrame,
+    choose_on_busy,
     error_frame,
     parse_client_frame,
     serialize,
@@ -259,6 +260,8 @@ class Session:
         assert self.user is not None
         received = time.monotonic()
         ctx = self._ctx
+        # A refused on_busy is a frame error (OnBusyNotAllowed): it costs no rate token.
+        policy = choose_on_busy(frame, default=ctx.settings.on_busy, allowed=ctx.settings.on_busy_allowed)
         await ctx.limits.take_chat(self.user)  # every chat frame costs a token, even one refused below
         self._check_follows(None)
         run_id = uuid.uuid4().hex
@@ -276,7 +279,6 @@ class Session:
             client_ref=_retry_key(frame),
             client_ref_ttl_s=ctx.settings.chat_dedup_s,
         )
-        policy = ctx.settings.on_busy
         try:
             created = await create(enqueue_when_busy=policy == "enqueue")
         except ConversationBusy:

@@ -19,6 +19,11 @@ class ErrorCode(StrEnum):
     BAD_FRAME = "bad_frame"
     UNKNOWN_TYPE = "unknown_type"
     CONTENT_TOO_LONG = "content_too_long"
+    ON_BUSY_NOT_ALLOWED = "on_busy_not_allowed"  # chat.on_busy names a value this server refuses
+    # HTTP API only (docs/http.md).
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     # Authorisation and ownership.
     UNAUTHORIZED = "unauthorized"
     ALREADY_AUTHENTICATED = "already_authenticated"
@@ -103,6 +108,16 @@ class UnknownType(ProtocolError):
 
 class ContentTooLong(ProtocolError):
     code = ErrorCode.CONTENT_TOO_LONG
+
+
+class OnBusyNotAllowed(ProtocolError):
+    code = ErrorCode.ON_BUSY_NOT_ALLOWED
+
+
+class BadRequest(ChatgwError):
+    """An HTTP request with a parameter that cannot be accepted (HTTP 400)."""
+
+    code = ErrorCode.BAD_REQUEST
 
 
 class AuthError(ChatgwError):

@@ -9,6 +9,9 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:run:{run_id}:events`` | pub/sub channel | live copy of every event appended to the log |
 | ``P:conv:{conversation_id}`` | hash | conversation owner and its active run |
 | ``P:conv:{conversation_id}:waiting`` | list | runs queued behind the active one (on_busy=enqueue) |
+| ``P:conv:{conversation_id}:runs`` | sorted set | the conversation's runs, by creation (deleted with it) |
+| ``P:conversations:activity`` | sorted set | every conversation, scored by last activity (expiry) |
+| ``P:user:{user}:conversations`` | sorted set | the user's conversations, scored by last activity (listing) |
 | ``P:user:{user}:runs`` | set | the user's runs in flight (concurrent-run quota) |
 | ``P:user:{user}:chat:{ref}`` | string with TTL | the run a chat frame (id + content) started |
 | ``P:user:{user}:socket_slots`` | hash | the user's open sockets: socket_id → its gateway (socket cap) |
@@ -67,6 +70,15 @@ class Keys:
 
     def conversation_waiting(self, conversation_id: str) -> str:
         return f"{self.prefix}:conv:{conversation_id}:waiting"
+
+    def conversation_runs(self, conversation_id: str) -> str:
+        return f"{self.prefix}:conv:{conversation_id}:runs"
+
+    def conversations_activity(self) -> str:
+        return f"{self.prefix}:conversations:activity"
+
+    def user_conversations(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:conversations"
 
     def user_runs(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:runs"

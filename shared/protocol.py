@@ -7,12 +7,13 @@ and the append script in :mod:`shared.runstore` splices the ``seq`` in. See docs
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, TypeAlias
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.errors import BadFrame, BadJson, ContentTooLong, UnknownType
+from shared.errors import BadFrame, BadJson, ContentTooLong, OnBusyNotAllowed, UnknownType
 
 PROTOCOL_VERSION = 1
 
@@ -32,11 +33,17 @@ class AuthFrame(_ClientFrame):
     token: Annotated[str, Field(min_length=1, max_length=8192)]
 
 
+# What a chat does when its conversation already has a run in flight (CHATGW_ON_BUSY by default).
+OnBusy = Literal["reject", "interrupt", "enqueue"]
+ON_BUSY_CHOICES: tuple[OnBusy, ...] = ("reject", "interrupt", "enqueue")
+
+
 class ChatFrame(_ClientFrame):
     type: Literal["chat"]
     content: Annotated[str, Field(min_length=1)]
     conversation_id: Identifier | None = None
     id: ClientRef | None = None
+    on_busy: OnBusy | None = None
 
 
 class StopFrame(_ClientFrame):
@@ -258,6 +265,22 @@ def parse_client_frame(data: str | bytes, *, max_content_chars: int | None = Non
             f"content is {len(frame.content)} characters; the limit is {max_content_chars}", ref=ref
         )
     return frame
+
+
+def choose_on_busy(frame: ChatFrame, *, default: OnBusy, allowed: Iterable[OnBusy]) -> OnBusy:
+    """The frame's own on_busy if the server allows it (the server's default always is), else the default.
+
+    Raises OnBusyNotAllowed (a frame error: nothing is started) for a choice the server refuses.
+    """
+    if frame.on_busy is None or frame.on_busy == default:
+        return default
+    choices = {default, *allowed}
+    if frame.on_busy not in choices:
+        raise OnBusyNotAllowed(
+            f"on_busy {frame.on_busy!r} is not allowed here; allowed: {', '.join(sorted(choices))}",
+            ref=frame.id,
+        )
+    return frame.on_busy
 
 
 def serialize(frame: BaseModel) -> str:

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.conversations import conversation_title
 from shared.errors import (
     ConversationBusy,
     ConversationNotFound,
@@ -87,10 +88,12 @@ return append(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
 )
 
-# KEYS: meta, conv, user_runs, conv_waiting, leases, client_ref. ARGV: run_id, user, conversation_id,
-# is_new_conversation, content, now, conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind
+# KEYS: meta, conv, user_runs, conv_waiting, leases, client_ref, conv_runs, user_conversations,
+# conversations_activity. ARGV: run_id, user, conversation_id, is_new_conversation, content, now,
+# conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind
 # the active run), unclaimed_deadline (a sweeper re-sends the message if nobody has claimed it by then),
-# client_ref_ttl ('' = the chat has no client reference).
+# client_ref_ttl ('' = the chat has no client reference), title (of a new conversation),
+# runs_horizon (runs of the conversation created before then have no keys left).
 # Returns 'ok', 'waiting' (queued behind the active run), 'duplicate RUN CONV' or a refusal.
 CREATE_SCRIPT = """
 if ARGV[11] ~= '' then
@@ -101,8 +104,8 @@ end
 local owner = redis.call('HGET', KEYS[2], 'owner')
 if ARGV[4] == '1' then
   if owner then return 'conversation_not_found' end
-  redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'created_at', ARGV[6])
-elseif owner ~= ARGV[2] then
+  redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'created_at', ARGV[6], 'title', ARGV[12])
+elseif owner ~= ARGV[2] or redis.call('HEXISTS', KEYS[2], 'deleting') == 1 then
   return 'conversation_not_found'
 end
 local busy = redis.call('HGET', KEYS[2], 'active_run')
@@ -126,6 +129,17 @@ else
   redis.call('HSET', KEYS[2], 'active_run', ARGV[1])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[7])
+-- The conversation's indexes: its runs by creation (deleted with it; runs whose keys have surely
+-- expired are dropped), the user's list and the expiry index, both by last activity (entries of the
+-- user's conversations expired since are dropped here).
+redis.call('HSET', KEYS[2], 'last_activity', ARGV[6])
+redis.call('ZADD', KEYS[7], ARGV[6], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[13])
+redis.call('EXPIRE', KEYS[7], ARGV[7])
+redis.call('ZADD', KEYS[8], ARGV[6], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (tonumber(ARGV[6]) - tonumber(ARGV[7])))
+redis.call('EXPIRE', KEYS[8], ARGV[7])
+redis.call('ZADD', KEYS[9], ARGV[6], ARGV[3])
 if ARGV[11] ~= '' then redis.call('SET', KEYS[6], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[11]) end
 return status == 'waiting' and 'waiting' or 'ok'
 """
@@ -217,6 +231,8 @@ class AppendRequest:
     event_id: str  # makes a retried append idempotent
 
 
+# A run's keys expire CHATGW_RUN_RETENTION_S after it ends; no run stays in flight this much longer.
+RUN_KEYS_HORIZON_S = 86_400.0
 BATCH_TIMEOUT_S = 10.0  # a batch of appends with no answer for this long: Redis is unreachable
 
 
@@ -267,6 +283,8 @@ class RunMeta:
     seq: int
     attempt: int
     stop_requested: bool
+    created_at: float | None = None  # Unix time the gateway created the run
+    ended_at: float | None = None  # Unix time of its terminal event
 
     @property
     def terminal(self) -> bool:
@@ -337,6 +355,9 @@ class RunStore:
                 k.conversation_waiting(conversation_id),
                 k.leases(),
                 k.user_chat_ref(user, client_ref or ""),
+                k.conversation_runs(conversation_id),
+                k.user_conversations(user),
+                k.conversations_activity(),
             ],
             args=[
                 run_id,
@@ -350,6 +371,8 @@ class RunStore:
                 "1" if enqueue_when_busy else "0",
                 repr(time.time() + unclaimed_grace_s),
                 str(client_ref_ttl_s) if client_ref else "",
+                conversation_title(content) if new_conversation else "",
+                repr(time.time() - self.retention_s - RUN_KEYS_HORIZON_S),
             ],
         )
         if str(result).startswith("duplicate "):
@@ -599,6 +622,8 @@ class RunStore:
             seq=int(fields.get("seq", 0)),
             attempt=int(fields.get("attempt", 0)),
             stop_requested=fields.get("stop_requested") == "1",
+            created_at=float(fields["created_at"]) if "created_at" in fields else None,
+            ended_at=float(fields["ended_at"]) if "ended_at" in fields else None,
         )
 
     @_translate

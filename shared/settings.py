@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
+from shared.protocol import ON_BUSY_CHOICES, OnBusy
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")  # a name, an IPv4 or an IPv6 address; no scheme or path
@@ -121,12 +122,23 @@ class Settings(BaseSettings):
     max_runs_per_user: int = Field(5, ge=1, description="Runs in flight at once per user.")
     max_sockets_per_user: int = Field(10, ge=1)
     max_run_tokens: int = Field(2000, ge=1, description="Tokens per run; then it completes, truncated.")
-    on_busy: Literal["reject", "interrupt", "enqueue"] = "reject"
+    on_busy: OnBusy = Field(
+        "reject", description="What a chat does to its conversation's run in flight, unless it says."
+    )
+    # A chat frame may choose its own on_busy among these (the default, CHATGW_ON_BUSY, always).
+    on_busy_allowed: list[OnBusy] = Field(
+        default_factory=lambda: list(ON_BUSY_CHOICES), description="on_busy values a chat frame may choose."
+    )
     chat_dedup_s: int = Field(600, ge=1, description="A chat frame's id is idempotent for this long.")
 
     # Runs.
     run_retention_s: int = Field(3600, ge=1, description="How long a finished run stays resumable.")
-    conversation_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    conversation_ttl_s: int = Field(
+        30 * 24 * 3600, ge=1, description="A conversation unused this long is deleted, memory included."
+    )
+    conversation_sweep_s: float = Field(
+        60.0, gt=0, le=86_400, description="How often gateways look for expired conversations."
+    )
     run_timeout_s: float = Field(300.0, gt=0, description="Hard ceiling on one run's wall time.")
     run_lease_s: float = Field(10.0, gt=0, description="A worker renews its run's lease this often x3.")
     sweep_interval_s: float = Field(2.0, gt=0, description="How often orphaned runs are looked for.")

@@ -24,6 +24,7 @@ SPECIAL: dict[str, tuple[str, dict[str, str]]] = {
     "llm_base_url": ("localhost:11434/v1", {}),
     "embeddings_base_url": ("localhost:11434/v1", {}),
     "database_url": ("mysql://db/chatgw", {}),
+    "on_busy_allowed": ("reject,sometimes", {}),
     "jwt_algorithms": ("HS999", JWT),
     "jwt_secret": ("short", {**JWT, "CHATGW_JWT_SECRET": "short"}),
     "jwt_public_key_file": ("/no/such/key.pem", {**JWT, "CHATGW_JWT_ALGORITHMS": "RS256"}),
