@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 from cli.embedded_redis import free_port
 
 # shared/testing/stack.py → the repository root (the editable install runs from the checkout).
@@ -161,3 +163,22 @@ class Stack:
     def stop(self) -> None:
         for proc in [*self.gateways, *self.workers]:
             proc.stop()
+        self.delete_keys()
+
+    def delete_keys(self) -> None:
+        """Remove every key under this stack's prefix (a test leaves nothing behind in Redis)."""
+        try:
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+            try:
+                batch: list[bytes] = []
+                for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        client.unlink(*batch)
+                        batch.clear()
+                if batch:
+                    client.unlink(*batch)
+            finally:
+                client.close()
+        except redis.RedisError:
+            pass  # the test's own Redis is already gone: nothing to clean
