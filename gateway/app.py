@@ -27,6 +27,7 @@ from gateway.outbox import Outbox
 from gateway.queue_depth import QueueDepth
 from gateway.session import GatewayContext, Session
 from gateway.store_watch import StoreWatch
+from gateway.webchat import mount_webchat
 from shared.broker import make_broker
 from shared.errors import CloseCode
 from shared.keys import Keys
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await serve_socket(websocket, app.state.ctx, app.state.sockets)
 
     app.ws_endpoint = ws_endpoint
+    mount_webchat(app, settings)  # the page at / and its assets (docs/webchat.md)
 
     # Built last: a page served at / (any auth mode) makes the gateway's own origin trusted.
     origins = OriginPolicy.for_settings(settings, serves_page=_serves_page(app))
