@@ -70,3 +70,14 @@ def test_an_odd_host_header_never_reaches_the_policy(host: str | None) -> None:
     directives = dict(d.split(" ", 1) for d in content_security_policy(host).split("; "))
     assert directives["connect-src"] == "'self'"
     assert directives["script-src"] == "'self'"
+
+
+def test_every_error_code_has_words_in_the_page() -> None:
+    """gateway/static/js/words.js says each wire code in a sentence (or, for a request the page
+    built wrongly, shows the gateway's message); a new code needs its words there."""
+    from shared.errors import ErrorCode
+
+    words = (STATIC_DIR / "js" / "words.js").read_text(encoding="utf-8")
+    missing = [code.value for code in ErrorCode if not re.search(rf'\b{code.value}\b["\s:]', words)]
+    missing = [code for code in missing if not code.startswith("llm_")]  # llm_* have a generic sentence
+    assert not missing, f"no words for {missing} in gateway/static/js/words.js"

@@ -25,9 +25,20 @@ const ERRORS = {
   llm_unavailable: "The language model could not be reached.",
   llm_timeout: "The language model did not answer in time.",
   llm_bad_response: "The language model's answer could not be used.",
+  not_found: "This gateway has no such page or resource.",
   timeout: "The gateway did not answer in time.",
   closed: "The connection was closed.",
 };
+
+// A request this page built wrongly: the gateway's own message says best what was wrong.
+const REFUSED_AS_SENT = new Set([
+  "bad_frame",
+  "bad_json",
+  "unknown_type",
+  "already_authenticated",
+  "bad_request",
+  "method_not_allowed",
+]);
 
 /** A ChatgwError, an error frame or a run.failed `error` → one sentence for people. */
 export function describeError(error) {
@@ -38,10 +49,16 @@ export function describeError(error) {
     const wait = typeof ms === "number" ? ` Try again in ${Math.max(1, Math.ceil(ms / 1000))} s.` : " Wait a moment.";
     return `You are sending messages faster than this gateway allows.${wait}`;
   }
-  if (ERRORS[code]) return ERRORS[code];
-  if (code === "bad_frame" || code === "bad_json" || code === "unknown_type") {
-    return `The gateway refused the request: ${error.message}`;
+  if (code === "budget_exceeded") {
+    const resetsAt = error.frame?.resets_at ?? error.resets_at;
+    const when =
+      typeof resetsAt === "number"
+        ? ` It resets at ${new Date(resetsAt * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" })}.`
+        : "";
+    return `You have used today's token budget.${when}`;
   }
+  if (ERRORS[code]) return ERRORS[code];
+  if (REFUSED_AS_SENT.has(code)) return `The gateway refused the request: ${error.message}`;
   if (code.startsWith("llm_")) return `The language model failed (${code}).`;
   if (code.startsWith("http_")) return error.message || `The gateway answered HTTP ${code.slice(5)}.`;
   return error.message || `Error: ${code}`;
