@@ -5,6 +5,7 @@ hostile model output rendered inert."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 import uuid
 from typing import Any
@@ -30,6 +31,17 @@ def run_events(stack: Stack, user: str, run_id: str, timeout: float = 30.0) -> l
                 events.append(frame)
                 if frame["type"] in TERMINAL:
                     return events
+
+
+def http_status(stack: Stack, user: str, path: str) -> int:
+    request = urllib.request.Request(
+        stack.gateways[-1].http + path, headers={"Authorization": f"Bearer dev:{user}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def flat(text: str) -> str:
@@ -188,6 +200,16 @@ def test_two_conversations_stream_at_once(page: Any, webchat_stack: Stack) -> No
     first_tokens = [e["ts"] for e in page_events(page, first_run) if e["type"] == "token"]
     second_tokens = [e["ts"] for e in page_events(page, second_run) if e["type"] == "token"]
     assert second_tokens[0] < one["ts"] and first_tokens[0] < two["ts"]
+    # Delete the open one (two clicks on its delete button): gone from the list, the API and the view.
+    item = page.locator("#conversations .conversation[aria-current=true]")
+    conversation_id = item.get_attribute("data-id")
+    item.hover()
+    item.locator(".conversation-delete").click()
+    item.locator(".conversation-delete.armed").click()
+    page.locator("#conversations .conversation").filter(has_text=Q_STOP).wait_for(state="detached")
+    assert page.locator("#conversations .conversation").count() == 1
+    assert page.locator("#chat-title").inner_text() == "New chat"
+    assert http_status(webchat_stack, user, f"/v1/conversations/{conversation_id}") == 404
 
 
 def test_a_busy_conversation_follows_the_choice_made_for_the_request(page: Any, webchat_stack: Stack) -> None:
