@@ -86,8 +86,8 @@ def webchat_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         stdin=subprocess.DEVNULL,
     )
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    stack.start_both()
     try:
+        stack.start_both()  # inside: a gateway that fails to start must not orphan the worker
         yield stack
     finally:
         stack.stop()  # also deletes the stack's keys
