@@ -145,6 +145,7 @@ def _banner(settings: Settings, ws: str) -> str:
     origins = OriginPolicy.for_settings(settings).describe()
     return (
         f"\nchatgw is running: {ws}\n"
+        f"  web:   {ws.replace('ws://', 'http://', 1).removesuffix('/ws')}/  (the bundled web chat)\n"
         f"  chat:  {me} chat{'' if ws.endswith(':8000/ws') else f' --url {ws}'}\n"
         f"  or:    wscat -c {ws} -H 'Authorization: Bearer dev:alice'\n"
         '  then:  {"type":"chat","content":"How does resume work after a dropped connection?"}\n'

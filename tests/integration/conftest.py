@@ -12,8 +12,8 @@ from shared.testing.stack import Stack
 def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """A fresh key prefix with one worker and one gateway already up."""
     s = Stack(redis_url, tmp_path)
-    s.start_both()
     try:
+        s.start_both()  # inside the try: a gateway that fails to start must not leave the worker running
         yield s
     finally:
         s.stop()
