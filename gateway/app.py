@@ -27,6 +27,7 @@ from gateway.outbox import Outbox
 from gateway.queue_depth import QueueDepth
 from gateway.session import GatewayContext, Session
 from gateway.store_watch import StoreWatch
+from gateway.usage_api import install as install_usage_api
 from gateway.webchat import mount_webchat
 from shared.broker import make_broker
 from shared.errors import CloseCode
@@ -35,6 +36,8 @@ from shared.redis_factory import async_redis
 from shared.runqueue import RunQueue
 from shared.runstore import RunStore
 from shared.settings import Settings, load_settings
+from shared.tiers import Tiers
+from shared.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
         hub = PubSubHub(pubsub_redis, keys, hub_id=uuid.uuid4().hex)
-        runs = RunQueue(make_broker(settings), redis)
+        runs = RunQueue(make_broker(settings), redis, Tiers(settings))
         limits = Limits(
             redis,
             keys,
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits,
             metrics=metrics,
             store_watch=store_watch,
+            usage=UsageLedger(redis, keys),
         )
         app.state.sockets = sockets
         try:
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     install_http_api(app, settings)  # /v1: conversations and runs (gateway/http_api.py)
+    install_usage_api(app)  # /v1/usage: the caller's tokens today and budget (gateway/usage_api.py)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

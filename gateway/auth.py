@@ -1,6 +1,8 @@
 """Who is on the other end of a socket.
 
-``CHATGW_AUTH=dev``: the token ``dev:<user>`` names the user (local use only).
+``CHATGW_AUTH=dev``: the token ``dev:<user>`` names the user (local use only); ``dev:<user>:<tier>``
+also names their tier (docs/tiers.md). In JWT mode the tier is the ``CHATGW_JWT_TIER_CLAIM`` claim.
+Without one, a user gets ``CHATGW_DEFAULT_TIER``; a tier the deployment does not have is refused.
 ``CHATGW_AUTH=jwt``: a signed JWT; HS* with ``CHATGW_JWT_SECRET``, RS*/PS*/ES* with a PEM public key
 or a local JWKS file (key chosen by ``kid``). ``exp`` and ``sub`` are required; ``aud``/``iss`` are
 checked when configured. Error messages never contain the token.
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from shared.errors import AuthError, ConfigError
 from shared.settings import Settings
+from shared.tiers import DEFAULT_TIER, Tiers, parse_dev_token
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key must be at least 256 bits
 class Identity:
     user: str
     expires_at: float | None  # Unix time of the token's exp; None for dev tokens
+    tier: str = DEFAULT_TIER  # one of CHATGW_TIERS
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -62,7 +66,8 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self.mode = settings.auth
-        self._jwt = JwtVerifier(settings) if settings.auth == "jwt" else None
+        self.tiers = Tiers(settings)
+        self._jwt = JwtVerifier(settings, self.tiers) if settings.auth == "jwt" else None
         if settings.auth == "dev":
             _check_dev_mode(settings)
 
@@ -70,10 +75,22 @@ class Authenticator:
         """Return who a token names, or raise AuthError (never echoing the token)."""
         if self._jwt is not None:
             return self._jwt.verify(token)
-        prefix, sep, user = token.partition(":")
-        if prefix != "dev" or not sep or not USER_RE.match(user):
-            raise AuthError("invalid token: dev mode expects 'dev:<user>' (letters, digits, _.@-)")
-        return Identity(user, None)
+        parsed = parse_dev_token(token)
+        if parsed is None or not USER_RE.match(parsed[0]):
+            raise AuthError(
+                "invalid token: dev mode expects 'dev:<user>' or 'dev:<user>:<tier>' (letters, digits, _.@-)"
+            )
+        user, tier = parsed
+        return Identity(user, None, check_tier(self.tiers, tier))
+
+
+def check_tier(tiers: Tiers, tier: object) -> str:
+    """The tier a token names (None: the default), or AuthError for one this deployment lacks."""
+    if tier is None:
+        return tiers.default
+    if not isinstance(tier, str) or not tiers.known(tier):
+        raise AuthError(f"invalid token: unknown tier; this deployment has {', '.join(tiers.names)}")
+    return tier
 
 
 def _check_dev_mode(settings: Settings) -> None:
@@ -93,7 +110,9 @@ def _check_dev_mode(settings: Settings) -> None:
 
 
 class JwtVerifier:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tiers: Tiers | None = None) -> None:
+        self.tiers = tiers or Tiers(settings)
+        self.tier_claim = settings.jwt_tier_claim
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
@@ -161,7 +180,7 @@ class JwtVerifier:
         if not isinstance(user, str) or not USER_RE.match(user):
             raise AuthError("invalid token: sub must be 1-64 letters, digits or _.@-")
         exp = claims["exp"]
-        return Identity(user, float(exp))
+        return Identity(user, float(exp), check_tier(self.tiers, claims.get(self.tier_claim)))
 
     def _key_for(self, alg: str, kid: object) -> Any:
         if alg in HMAC_ALGORITHMS:

@@ -85,9 +85,12 @@ class Limits:
         self.sockets = SocketSlots(redis, keys, max_sockets=max_sockets, lease_s=socket_lease_s)
 
     @_translate
-    async def take_chat(self, user: str) -> None:
-        """Spend one chat token of ``user`` or raise LimitExceeded(rate_limited, retry_after_ms)."""
-        wait_ms = int(await self._rate(keys=[self._keys.user_rate(user)], args=[self._burst, self._per_ms]))
+    async def take_chat(self, user: str, *, per_minute: int | None = None, burst: int | None = None) -> None:
+        """Spend one chat token of ``user`` or raise LimitExceeded(rate_limited, retry_after_ms).
+        ``per_minute``/``burst``: the user's tier's rate, when it has its own (docs/tiers.md)."""
+        capacity = self._burst if burst is None else burst
+        per_ms = self._per_ms if per_minute is None else per_minute / 60_000
+        wait_ms = int(await self._rate(keys=[self._keys.user_rate(user)], args=[capacity, per_ms]))
         if wait_ms > 0:
             raise LimitExceeded(
                 f"too many chat frames; retry in {wait_ms} ms",

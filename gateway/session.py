@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -58,6 +58,8 @@ from shared.protocol import (
 from shared.runqueue import RunQueue
 from shared.runstore import AppendRefused, RunStore
 from shared.settings import Settings
+from shared.tiers import DEFAULT_TIER, Tiers
+from shared.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,11 @@ class GatewayContext:
     limits: Limits
     metrics: GatewayMetrics
     store_watch: StoreWatch | None = None  # None: not watched (Redis assumed up)
+    usage: UsageLedger | None = None  # None: daily token budgets are not checked
+    tiers: Tiers = field(init=False)  # from settings: each tier's queue and limits
+
+    def __post_init__(self) -> None:
+        self.tiers = Tiers(self.settings)
 
 
 def _retry_key(frame: ChatFrame) -> str | None:
@@ -99,6 +106,7 @@ class Session:
         self.outbox = outbox
         self.user: str | None = None
         self.expires_at: float | None = None  # Unix time the token expires; None: never
+        self.tier = DEFAULT_TIER  # set with the user (docs/tiers.md)
         self.phase = Phase.AWAITING_AUTH
         self.socket_id = uuid.uuid4().hex
         self.last_input = time.monotonic()  # for the idle timeout
@@ -165,7 +173,13 @@ class Session:
         except RunError as exc:
             self._send_error(exc.code, exc.message, ref=ref, run_id=getattr(frame, "run_id", None))
         except LimitExceeded as exc:
-            self._send_error(exc.code, exc.message, ref=ref, retry_after_ms=exc.retry_after_ms)
+            self._send_error(
+                exc.code,
+                exc.message,
+                ref=ref,
+                retry_after_ms=exc.retry_after_ms,
+                resets_at=getattr(exc, "resets_at", None),  # budget_exceeded
+            )
         except StoreUnavailable:
             log.warning("Redis unavailable while handling %s", frame.type)
             self._send_error(ErrorCode.UNAVAILABLE, "the service is temporarily unavailable; retry", ref=ref)
@@ -226,6 +240,7 @@ class Session:
         # A socket closed while its admission was in flight (e.g. Redis was lost) stays closed.
         if await self._take_slot(identity) and self.phase is Phase.AWAITING_AUTH:
             self.user, self.expires_at = identity.user, identity.expires_at
+            self.tier = identity.tier
             logs.bind(user=identity.user)
             self.phase = Phase.READY
             if self.on_ready is not None:
@@ -262,7 +277,13 @@ class Session:
         ctx = self._ctx
         # A refused on_busy is a frame error (OnBusyNotAllowed): it costs no rate token.
         policy = choose_on_busy(frame, default=ctx.settings.on_busy, allowed=ctx.settings.on_busy_allowed)
-        await ctx.limits.take_chat(self.user)  # every chat frame costs a token, even one refused below
+        limits = ctx.tiers.limits(self.tier)
+        # Every chat frame costs a token, even one refused below.
+        await ctx.limits.take_chat(
+            self.user, per_minute=limits.rate_limit_per_minute, burst=limits.rate_limit_burst
+        )
+        if ctx.usage is not None:
+            await ctx.usage.check(self.user, limits.daily_token_budget, now=time.time())
         self._check_follows(None)
         run_id = uuid.uuid4().hex
         new_conversation = frame.conversation_id is None
@@ -274,10 +295,11 @@ class Session:
             conversation_id=conversation_id,
             new_conversation=new_conversation,
             content=frame.content,
-            max_runs_per_user=ctx.settings.max_runs_per_user,
+            max_runs_per_user=limits.max_runs_per_user,
             unclaimed_grace_s=ctx.settings.unclaimed_grace_s,
             client_ref=_retry_key(frame),
             client_ref_ttl_s=ctx.settings.chat_dedup_s,
+            tier=self.tier,
         )
         try:
             created = await create(enqueue_when_busy=policy == "enqueue")
@@ -302,7 +324,7 @@ class Session:
         timing = None if created.queued else RunTiming(ctx.metrics, chat_at=received)
         await self._follow(run_id, after_seq=0, timing=timing)
         try:
-            await ctx.runs.enqueue(run_id)
+            await ctx.runs.enqueue(run_id, tier=self.tier)
         except StoreUnavailable as exc:
             # The run exists but no worker will ever see it: end it visibly rather than leave it queued.
             with contextlib.suppress(StoreUnavailable, AppendRefused):

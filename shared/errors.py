@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_RUNS = "too_many_runs"
     TOO_MANY_SOCKETS = "too_many_sockets"
     TOO_MANY_FOLLOWS = "too_many_follows"
+    BUDGET_EXCEEDED = "budget_exceeded"  # the user's daily token budget is spent (CHATGW_DAILY_TOKEN_BUDGET)
     # Service side.
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
@@ -154,6 +155,16 @@ class LimitExceeded(ChatgwError):
     def __init__(self, message: str, *, code: ErrorCode, retry_after_ms: int | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after_ms = retry_after_ms
+
+
+class BudgetExceeded(LimitExceeded):
+    """The user spent the day's token budget; ``resets_at`` (Unix seconds) is the next UTC midnight."""
+
+    code = ErrorCode.BUDGET_EXCEEDED
+
+    def __init__(self, message: str, *, resets_at: int, retry_after_ms: int) -> None:
+        super().__init__(message, code=ErrorCode.BUDGET_EXCEEDED, retry_after_ms=retry_after_ms)
+        self.resets_at = resets_at
 
 
 class StoreUnavailable(ChatgwError):

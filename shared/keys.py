@@ -16,13 +16,17 @@ Nothing else in the code base spells a key. Layout (``P`` is ``CHATGW_KEY_PREFIX
 | ``P:user:{user}:chat:{ref}`` | string with TTL | the run a chat frame (id + content) started |
 | ``P:user:{user}:socket_slots`` | hash | the user's open sockets: socket_id → its gateway (socket cap) |
 | ``P:user:{user}:rate`` | string | the user's message rate-limit state |
+| ``P:user:{user}:usage`` | hash with TTL | the user's billed tokens today (UTC ``day``, ``tokens``) |
 | ``P:runs:leases`` | sorted set | runs being worked on (or re-queued), scored by lease deadline |
 | ``P:gateway:{gateway_id}`` | pub/sub channel | a gateway's own channel (keeps its pub/sub connection open) |
 | ``P:gateways`` | sorted set | live gateways' socket-slot leases, scored by expiry (Redis ms) |
 | ``P:gateway:{gateway_id}:users`` | set | users with a socket slot on that gateway (swept when it dies) |
 | ``P:control`` | pub/sub channel | stop requests for workers (payload: run_id) |
 | ``P:workers:{worker_id}`` | string with TTL | a live worker's heartbeat |
-| ``P:dramatiq:*`` | (Dramatiq's own) | the run queue, namespaced under the prefix |
+| ``P:dramatiq:*`` | (Dramatiq's own) | the run queues, one per tier (``chat-runs.<tier>``) |
+| ``P:cache:answer:{digest}`` | string with TTL | a cached first-turn answer (JSON): question + context |
+| ``P:cache:questions:{context}`` | sorted set | cached questions of a context, by time (semantic matching) |
+| ``P:cache:vectors:{context}`` | hash | their question embeddings: digest → float32 vector, base64 |
 | ``P:stats:queue`` | string with TTL | runs waiting for a worker, cached for the gateways' metrics |
 | ``P:stats:queue:lock`` | string with TTL | the gateway computing ``P:stats:queue`` this interval |
 
@@ -92,6 +96,9 @@ class Keys:
     def user_rate(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:rate"
 
+    def user_usage(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:usage"
+
     def leases(self) -> str:
         return f"{self.prefix}:runs:leases"
 
@@ -107,6 +114,15 @@ class Keys:
     def dramatiq_namespace(self) -> str:
         return f"{self.prefix}:dramatiq"
 
+    def answer(self, digest: str) -> str:
+        return f"{self.prefix}:cache:answer:{digest}"
+
+    def answer_questions(self, context: str) -> str:
+        return f"{self.prefix}:cache:questions:{context}"
+
+    def answer_vectors(self, context: str) -> str:
+        return f"{self.prefix}:cache:vectors:{context}"
+
     def queue_stats(self) -> str:
         return f"{self.prefix}:stats:queue"
 
@@ -117,3 +133,8 @@ class Keys:
 # Dramatiq names shared by the gateway (which enqueues) and the worker (which consumes).
 RUN_QUEUE = "chat-runs"
 RUN_ACTOR = "run_chat"
+
+
+def run_queue(tier: str) -> str:
+    """The Dramatiq queue of a tier's runs (shared/tiers.py orders them)."""
+    return f"{RUN_QUEUE}.{tier}"

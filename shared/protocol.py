@@ -119,6 +119,7 @@ class ErrorFrame(_ServerFrame):
     code: str
     message: str
     retry_after_ms: int | None = None  # set on rate_limited: when a retry may succeed
+    resets_at: int | None = None  # set on budget_exceeded: Unix time (s) the daily budget resets
 
 
 # ---------------------------------------------------------------- run events (numbered)
@@ -141,6 +142,7 @@ class Usage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     prompt_tokens: int
     completion_tokens: int
+    billed: bool = True  # false on a cached answer: the original run's usage, not billed again
 
 
 class _RunEvent(_ServerFrame):
@@ -179,6 +181,7 @@ class RunCompleted(_RunEvent):
     content: str
     usage: Usage | None = None
     truncated: bool = False
+    cached: bool = False  # the answer came from the answer cache, not the model
 
 
 class RunStopped(_RunEvent):
@@ -300,9 +303,17 @@ def error_frame(
     ref: str | None = None,
     run_id: str | None = None,
     retry_after_ms: int | None = None,
+    resets_at: int | None = None,
 ) -> str:
     return serialize(
-        ErrorFrame(id=ref, run_id=run_id, code=code, message=message, retry_after_ms=retry_after_ms)
+        ErrorFrame(
+            id=ref,
+            run_id=run_id,
+            code=code,
+            message=message,
+            retry_after_ms=retry_after_ms,
+            resets_at=resets_at,
+        )
     )
 
 

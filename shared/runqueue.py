@@ -4,6 +4,9 @@ The message is enqueued exactly as Dramatiq's Redis broker enqueues it — its m
 own ``dispatch.lua`` with the same arguments — but from the asyncio client, in one round trip that
 also rings the broker's doorbell (:mod:`shared.broker`). The broker's ``enqueue`` is synchronous: it
 would cost a thread hop and two round trips on the path of every chat.
+
+Each tier has its own queue (``chat-runs.<tier>``, shared/tiers.py): a run goes to its user's tier's
+queue, and its message carries the tier, so a worker that sends it again keeps it there.
 """
 
 from __future__ import annotations
@@ -20,28 +23,37 @@ from redis.exceptions import NoScriptError, RedisError
 
 from shared.broker import DOORBELL_MAX_RINGS, DoorbellRedisBroker
 from shared.errors import StoreUnavailable
-from shared.keys import RUN_ACTOR, RUN_QUEUE
+from shared.keys import RUN_ACTOR
+from shared.tiers import Tiers
 
 
 class RunQueue:
-    def __init__(self, broker: DoorbellRedisBroker, redis: Redis) -> None:
+    def __init__(self, broker: DoorbellRedisBroker, redis: Redis, tiers: Tiers) -> None:
         self._broker = broker
+        self._tiers = tiers
         self._redis = redis
         self._dispatch = redis.register_script(broker.scripts["dispatch"].script)
         self._max_unpack: int | None = None
 
-    async def enqueue(self, run_id: str, *, delay_ms: int | None = None, waits: int = 0) -> None:
-        """Queue a run for a worker; ``delay_ms``/``waits`` re-check a run waiting behind another."""
-        queue_name = RUN_QUEUE
+    async def enqueue(
+        self, run_id: str, *, tier: str | None, delay_ms: int | None = None, waits: int = 0
+    ) -> None:
+        """Queue a run for a worker, on its tier's queue (an unknown tier: the default's);
+        ``delay_ms``/``waits`` re-check a run waiting behind another."""
+        tier = self._tiers.resolve(tier)
+        queue_name = self._tiers.queue(tier)
         options: dict[str, Any] = {"redis_message_id": str(uuid.uuid4())}
         if delay_ms is not None:
-            queue_name = dq_name(RUN_QUEUE)
+            queue_name = dq_name(queue_name)
             options["eta"] = int(time.time() * 1000) + delay_ms
+        kwargs: dict[str, Any] = {"tier": tier}
+        if waits:
+            kwargs["waits"] = waits
         message: dramatiq.Message[None] = dramatiq.Message(
             queue_name=queue_name,
             actor_name=RUN_ACTOR,
             args=(run_id,),
-            kwargs={"waits": waits} if waits else {},
+            kwargs=kwargs,
             options=options,
         )
         try:

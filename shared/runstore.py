@@ -93,7 +93,8 @@ return append(K, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 # conv_ttl, max_runs_per_user, enqueue_when_busy ('1' = wait behind
 # the active run), unclaimed_deadline (a sweeper re-sends the message if nobody has claimed it by then),
 # client_ref_ttl ('' = the chat has no client reference), title (of a new conversation),
-# runs_horizon (runs of the conversation created before then have no keys left).
+# runs_horizon (runs of the conversation created before then have no keys left), tier (the user's:
+# its queue, limits and billing; docs/tiers.md). The run records first_turn = is_new_conversation.
 # Returns 'ok', 'waiting' (queued behind the active run), 'duplicate RUN CONV' or a refusal.
 CREATE_SCRIPT = """
 if ARGV[11] ~= '' then
@@ -118,7 +119,7 @@ local status = 'queued'
 if busy then status = 'waiting' end
 redis.call('HSET', KEYS[1], 'run_id', ARGV[1], 'user', ARGV[2], 'conversation_id', ARGV[3],
   'status', status, 'seq', 0, 'attempt', 1, 'content', ARGV[5], 'created_at', ARGV[6],
-  'user_runs_key', KEYS[3])
+  'user_runs_key', KEYS[3], 'tier', ARGV[14], 'first_turn', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[10], ARGV[1])
 if busy then
@@ -145,15 +146,17 @@ return status == 'waiting' and 'waiting' or 'ok'
 """
 
 # KEYS: meta, leases. ARGV: run_id, worker_id, now, lease_deadline. Returns {attempt, user,
-# conversation_id, content, created_at}, 'waiting' (behind another run of its conversation), or false.
+# conversation_id, content, created_at, tier, first_turn}, 'waiting' (behind another run of its
+# conversation), or false.
 CLAIM_SCRIPT = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'waiting' then return 'waiting' end
 if status ~= 'queued' then return false end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'claimed_at', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'attempt', 'user', 'conversation_id', 'content', 'created_at')
-return {tonumber(f[1]), f[2], f[3], f[4], f[5]}
+local f = redis.call('HMGET', KEYS[1], 'attempt', 'user', 'conversation_id', 'content', 'created_at',
+  'tier', 'first_turn')
+return {tonumber(f[1]), f[2], f[3], f[4], f[5], f[6] or '', f[7] or '0'}
 """
 
 # KEYS: meta, leases. ARGV: run_id, attempt, lease_deadline. 1 = renewed, 0 = no longer ours.
@@ -272,6 +275,8 @@ class Claim:
     conversation_id: str
     content: str
     created_at: float = 0.0  # Unix time the gateway created the run
+    tier: str = ""  # the user's tier at create ('' for a run created before tiers existed)
+    first_turn: bool = False  # the run opened its conversation: no earlier turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +290,7 @@ class RunMeta:
     stop_requested: bool
     created_at: float | None = None  # Unix time the gateway created the run
     ended_at: float | None = None  # Unix time of its terminal event
+    tier: str = ""  # the user's tier at create
 
     @property
     def terminal(self) -> bool:
@@ -342,6 +348,7 @@ class RunStore:
         unclaimed_grace_s: float = 30.0,
         client_ref: str | None = None,
         client_ref_ttl_s: int = 600,
+        tier: str = "",
     ) -> Created:
         """Create a queued run (``queued``: it waits behind the conversation's active run). With a
         ``client_ref`` seen before, nothing is created: the earlier run comes back as a duplicate.
@@ -373,6 +380,7 @@ class RunStore:
                 str(client_ref_ttl_s) if client_ref else "",
                 conversation_title(content) if new_conversation else "",
                 repr(time.time() - self.retention_s - RUN_KEYS_HORIZON_S),
+                tier,
             ],
         )
         if str(result).startswith("duplicate "):
@@ -406,9 +414,16 @@ class RunStore:
             return RUN_WAITING
         if not result:
             return None
-        attempt, user, conversation_id, content, created_at = result
+        attempt, user, conversation_id, content, created_at, tier, first_turn = result
         return Claim(
-            run_id, int(attempt), str(user), str(conversation_id), str(content), float(created_at or 0)
+            run_id,
+            int(attempt),
+            str(user),
+            str(conversation_id),
+            str(content),
+            float(created_at or 0),
+            tier=str(tier),
+            first_turn=first_turn == "1",
         )
 
     @_translate
@@ -624,7 +639,13 @@ class RunStore:
             stop_requested=fields.get("stop_requested") == "1",
             created_at=float(fields["created_at"]) if "created_at" in fields else None,
             ended_at=float(fields["ended_at"]) if "ended_at" in fields else None,
+            tier=fields.get("tier", ""),
         )
+
+    @_translate
+    async def tier_of(self, run_id: str) -> str:
+        """The tier a run was created under ('' when unknown): its queue when it is sent again."""
+        return str(await self.redis.hget(self.keys.run(run_id), "tier") or "")
 
     @_translate
     async def read_log(self, run_id: str, after_seq: int, count: int | None = None) -> list[tuple[int, str]]:

@@ -18,6 +18,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import platformdirs
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
 from shared.protocol import ON_BUSY_CHOICES, OnBusy
+from shared.tiers import TIER_RE
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")  # a name, an IPv4 or an IPv6 address; no scheme or path
@@ -52,6 +55,64 @@ def parse_list(value: str) -> list[str]:
             raise ValueError("must be a JSON list of strings or comma-separated values")
         return items
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class TierOverrides(BaseModel):
+    """One tier's entry in ``CHATGW_TIER_LIMITS``: what it changes from the global limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    rate_limit_burst: int | None = Field(None, ge=1)
+    max_runs_per_user: int | None = Field(None, ge=1)
+    max_run_tokens: int | None = Field(None, ge=1)
+
+
+def _json_object(text: str, example: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON ({exc.msg}); e.g. {example}") from None
+
+
+def parse_tier_limits(value: Any) -> dict[str, TierOverrides]:
+    """``CHATGW_TIER_LIMITS``: JSON, tier → overrides; errors name the tier and the field."""
+    example = '{"pro": {"max_runs_per_user": 20, "rate_limit_per_minute": 120}}'
+    raw = _json_object(value, example) if isinstance(value, str) else value
+    if not isinstance(raw, dict):
+        raise ValueError(f"must be a JSON object of tier → limits, e.g. {example}")
+    parsed: dict[str, TierOverrides] = {}
+    for tier, overrides in raw.items():
+        try:
+            parsed[str(tier)] = TierOverrides.model_validate(overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join([str(tier), *(str(p) for p in first["loc"])])
+            fields = ", ".join(TierOverrides.model_fields)
+            raise ValueError(f"{where}: {first['msg']} (fields: {fields})") from None
+    return parsed
+
+
+def parse_token_budget(value: Any) -> int | dict[str, int] | None:
+    """``CHATGW_DAILY_TOKEN_BUDGET``: unset, a number for every tier, or JSON tier → number."""
+    example = '20000, or {"free": 20000, "pro": 500000}'
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("{"):
+            value = _json_object(text, example)
+        elif text.isdigit():
+            value = int(text)
+        else:
+            raise ValueError(f"must be a whole number of tokens or a JSON object per tier, e.g. {example}")
+    if value is None:
+        return None
+    budgets = value if isinstance(value, dict) else {"": value}
+    for tier, budget in budgets.items():
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            where = f"{tier}: " if tier else ""
+            raise ValueError(f"{where}a budget must be a whole number of tokens ≥ 0, e.g. {example}")
+    return value if isinstance(value, int) else {str(k): int(v) for k, v in value.items()}
 
 
 def _is_list(annotation: Any) -> bool:
@@ -130,6 +191,28 @@ class Settings(BaseSettings):
         default_factory=lambda: list(ON_BUSY_CHOICES), description="on_busy values a chat frame may choose."
     )
     chat_dedup_s: int = Field(600, ge=1, description="A chat frame's id is idempotent for this long.")
+
+    # Tiers, priority and costs (docs/tiers.md). The limits above are every tier's defaults.
+    tiers: list[str] = Field(
+        default_factory=lambda: ["free", "pro"], description="User tiers, lowest priority first."
+    )
+    default_tier: str = Field("free", description="The tier of a token that names none.")
+    jwt_tier_claim: str = Field("tier", description="The JWT claim that holds the user's tier.")
+    tier_limits: dict[str, TierOverrides] = Field(
+        default_factory=dict,
+        description='Per-tier limits, JSON: {"pro": {"max_runs_per_user": 20, "max_run_tokens": 4000}}.',
+    )
+    priority_aging_s: float = Field(
+        30.0, ge=0, le=86_400, description="A queued run counts as this much later per tier below the top."
+    )
+    daily_token_budget: int | dict[str, int] | None = Field(
+        None, description="Tokens per user per UTC day: a number, or JSON per tier; unset: no budget."
+    )
+    cache: Literal["on", "off"] = Field("on", description="Answer repeated first-turn questions from cache.")
+    cache_ttl_s: int = Field(86_400, ge=1, le=30 * 86_400, description="How long a cached answer is reused.")
+    cache_similarity: float | None = Field(
+        None, gt=0, le=1, description="Also reuse answers to questions this similar (cosine); unset: exact."
+    )
 
     # Runs.
     run_retention_s: int = Field(3600, ge=1, description="How long a finished run stays resumable.")
@@ -290,6 +373,41 @@ class Settings(BaseSettings):
         }
         for name, path in derived.items():
             object.__setattr__(self, name, path)  # frozen model: set once, here, before anyone reads it
+        return self
+
+    @field_validator("tiers")
+    @classmethod
+    def _check_tiers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one tier, lowest priority first, e.g. free,pro")
+        for tier in value:
+            if not TIER_RE.match(tier):
+                raise ValueError(f"{tier!r} is not a tier name: 1-32 of a-z, 0-9, '_' or '-'")
+        if len(set(value)) != len(value):
+            raise ValueError("a tier is listed twice")
+        return value
+
+    @field_validator("tier_limits", mode="before")
+    @classmethod
+    def _parse_tier_limits(cls, value: Any) -> Any:
+        return parse_tier_limits(value)
+
+    @field_validator("daily_token_budget", mode="before")
+    @classmethod
+    def _parse_token_budget(cls, value: Any) -> Any:
+        return parse_token_budget(value)
+
+    @model_validator(mode="after")
+    def _check_tier_names(self) -> Settings:
+        known = f"one of CHATGW_TIERS ({', '.join(self.tiers)})"
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"CHATGW_DEFAULT_TIER={self.default_tier!r} is not {known}")
+        named = [("CHATGW_TIER_LIMITS", t) for t in self.tier_limits]
+        if isinstance(self.daily_token_budget, dict):
+            named += [("CHATGW_DAILY_TOKEN_BUDGET", t) for t in self.daily_token_budget]
+        for variable, tier in named:
+            if tier not in self.tiers:
+                raise ValueError(f"{variable} names tier {tier!r}, which is not {known}")
         return self
 
     @model_validator(mode="after")

@@ -39,10 +39,11 @@ def describe_failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     return _failure(ErrorCode.AGENT_ERROR, "the agent failed while answering")
 
 
-async def admit_run(rt: WorkerRuntime, run_id: str, waits: int = 0) -> None:
-    """Claim a run and start it on the loop; returns once it runs (or needs no running here)."""
+async def admit_run(rt: WorkerRuntime, run_id: str, waits: int = 0, *, tier: str | None = None) -> None:
+    """Claim a run and start it on the loop; returns once it runs (or needs no running here).
+    ``tier``: the message's, so a run sent on again stays in its tier's queue."""
     if not rt.accepting:
-        await rt.runs.enqueue(run_id, waits=waits)  # draining: another worker takes it
+        await rt.runs.enqueue(run_id, tier=tier, waits=waits)  # draining: another worker takes it
         return
     await rt.take_slot()
     try:
@@ -54,7 +55,7 @@ async def admit_run(rt: WorkerRuntime, run_id: str, waits: int = 0) -> None:
         rt.release_slot()
         # Queued behind its conversation's active run (on_busy=enqueue): look again shortly. The
         # active run's terminal event promotes this one, so the wait ends by itself.
-        await rt.runs.enqueue(run_id, delay_ms=min(100 * 2**waits, 2000), waits=min(waits + 1, 10))
+        await rt.runs.enqueue(run_id, tier=tier, delay_ms=min(100 * 2**waits, 2000), waits=min(waits + 1, 10))
         return
     if claim is None:
         rt.release_slot()
@@ -99,7 +100,7 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     """Returns the outcome: the terminal event written, or 'abandoned' (the run went elsewhere)."""
     run_id = claim.run_id
     emitter = RunEmitter(rt.appender, claim, outage_budget_s=rt.settings.store_outage_budget_s)
-    max_tokens = rt.settings.max_run_tokens
+    max_tokens = rt.tiers.limits(claim.tier).max_run_tokens
     claimed_at = time.monotonic()
     turn = TurnInfo(run_id=run_id, asked_at=claim.created_at or None)  # stamped on the remembered turn
     config: Any = {"configurable": {"thread_id": claim.conversation_id, TURN_KEY: turn}}
@@ -107,6 +108,7 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     async def on_sources(sources: list[Source]) -> None:
         # Not awaited: the model starts while the event is on its way (order is kept by the emitter).
         emitter.post("retrieval", {"sources": [s.model_dump() for s in sources]})
+        ticket.sources = sources  # cached with the answer
 
     async def on_token(text: str) -> None:
         # Never splits a token: each one is written whole, and a stop ends the run with exactly the
@@ -118,8 +120,11 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
             raise TokenBudgetReached  # ends the agent (and its upstream request) right here
 
     emitter.post("run.started", {"attempt": claim.attempt})
+    ticket = await rt.answers.open(claim, max_tokens)  # a hit replays an earlier answer instead
     agent = asyncio.create_task(
-        stream_agent(rt.graph, claim.content, on_sources=on_sources, on_token=on_token, config=config),
+        ticket.replay(on_sources, on_token)
+        if ticket.hit is not None
+        else stream_agent(rt.graph, claim.content, on_sources=on_sources, on_token=on_token, config=config),
         name=f"agent-{run_id}",
     )
     rt.active[run_id] = agent
@@ -164,6 +169,8 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
         else:
             await emitter.flush()
             terminal = _completed(agent.result(), emitter.content)
+            if ticket.hit is not None:
+                await ticket.remember(rt.graph, config, rt.settings.history_budget_chars)
     except (RunLost, StoreUnavailable) as exc:
         agent.cancel()  # may still be running (e.g. the first stop check could not reach Redis)
         log.warning("run %s: %s; this attempt stops writing", run_id, exc)
@@ -175,6 +182,12 @@ async def _execute_claimed(rt: WorkerRuntime, claim: Claim) -> str:
     finally:
         rt.active.pop(run_id, None)
         rt.metrics.tokens.inc(emitter.tokens)  # per run, not per token
+    terminal = ticket.terminal(terminal)
+    # Before the terminal event: whoever asks next finds the answer, and the budget sees its cost.
+    cached = ticket.hit is not None
+    await asyncio.gather(
+        ticket.store(terminal), rt.billing.bill(claim, terminal, emitter.tokens, cached=cached)
+    )
     try:
         await emitter.emit(*terminal)
     except (RunLost, StoreUnavailable) as exc:

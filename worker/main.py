@@ -16,8 +16,8 @@ from dramatiq import Worker
 from dramatiq.middleware import AsyncIO, Retries, ShutdownNotifications, TimeLimit
 
 from shared.broker import Capacity, DoorbellRedisBroker, make_broker
-from shared.keys import RUN_QUEUE
 from shared.settings import Settings
+from shared.tiers import Tiers
 from worker.actors import declare_actors
 from worker.middleware import RuntimeMiddleware
 from worker.runtime import build_llm
@@ -38,8 +38,9 @@ def build_worker_broker(settings: Settings) -> tuple[DoorbellRedisBroker, Runtim
         middleware=[TimeLimit(), ShutdownNotifications(), Retries(max_retries=0), AsyncIO(), runtime],
         capacity=capacity,
     )
-    declare_actors(broker, runtime)
-    broker.declare_queue(RUN_QUEUE)
+    declare_actors(broker, runtime, default_queue=Tiers(settings).queue(None))
+    for queue in broker.run_queues:  # one per tier (docs/tiers.md); the broker takes them in turn
+        broker.declare_queue(queue)
     return broker, runtime
 
 
@@ -56,7 +57,7 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     worker.start()
-    log.info("chatgw worker consuming %r", RUN_QUEUE)
+    log.info("chatgw worker consuming %s", ", ".join(broker.run_queues))
     stop.wait()
     # The runtime drains first (RuntimeMiddleware.before_worker_shutdown): runs finish or are handed back.
     worker.stop(timeout=int((settings.worker_shutdown_grace_s + 15) * 1000))

@@ -14,6 +14,10 @@ Built at worker boot (``WorkerRuntime.metrics``), never at import. Who calls wha
   worker/supervision.py ``sweep_orphans`` and ``hand_back`` when ``requeue`` returns ``failed``
   (``worker_lost``; wired already).
 - ``runs``, ``tokens``, ``duration``, ``requeued``, ``active``: wired already (execute, runtime, supervision).
+- ``answer_cache`` — worker/answer_cache.py ``AnswerCache.open``, once per eligible run (a first turn
+  with the cache on): ``hit``, ``similar`` (semantic match) or ``miss``.
+- ``billed_tokens`` — worker/billing.py ``Billing.bill``, before the terminal event: the tokens billed to
+  the user's daily usage, labelled by tier (never by user).
 """
 
 from __future__ import annotations
@@ -59,6 +63,18 @@ class WorkerMetrics:
         )
         self.failures = Counter(
             "chatgw_worker_run_failures", "Runs ended with run.failed, by error code.", ["code"], registry=r
+        )
+        self.answer_cache = Counter(
+            "chatgw_worker_answer_cache",
+            "First-turn questions looked up in the answer cache, by result (hit, similar, miss).",
+            ["result"],
+            registry=r,
+        )
+        self.billed_tokens = Counter(
+            "chatgw_worker_billed_tokens",
+            "Tokens billed to users' daily usage, by tier (cached answers cost nothing).",
+            ["tier"],
+            registry=r,
         )
 
     def observe_dispatch(self, seconds: float) -> None:

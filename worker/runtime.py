@@ -23,13 +23,17 @@ from shared.redis_factory import async_redis
 from shared.runqueue import RunQueue
 from shared.runstore import Claim, RunStore
 from shared.settings import Settings
+from shared.tiers import Tiers
+from shared.usage import UsageLedger
 from worker.agent.embeddings import build_embedder
 from worker.agent.faiss_retriever import FaissRetriever
 from worker.agent.graph import build_graph
 from worker.agent.llm import build_chat_model
 from worker.agent.memory import open_checkpointer
 from worker.agent.retrieval import NullRetriever, Retriever
+from worker.answer_cache import AnswerCache, corpus_version
 from worker.appender import Appender
+from worker.billing import Billing
 from worker.metrics import WorkerMetrics
 from worker.outages import OutageLog
 from worker.supervision import hand_back, renew_leases, sweep_orphans
@@ -65,6 +69,9 @@ class WorkerRuntime:
     runs: RunQueue
     capacity: Capacity
     appender: Appender
+    tiers: Tiers  # each tier's limits (max tokens per run) and queue
+    answers: AnswerCache  # first-turn answers given before (docs/tiers.md)
+    billing: Billing  # what each run cost its user today
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     active: dict[str, asyncio.Task[Any]] = field(default_factory=dict)  # run_id -> its agent task
     attempts: dict[str, int] = field(default_factory=dict)  # run_id -> the attempt running here
@@ -82,16 +89,19 @@ class WorkerRuntime:
     ) -> WorkerRuntime:
         keys = Keys(settings.key_prefix)
         redis = async_redis(settings)
-        runs = RunQueue(broker, redis)
+        tiers = Tiers(settings)
+        runs = RunQueue(broker, redis, tiers)
+        metrics = WorkerMetrics()
         store = RunStore(
             redis, keys, retention_s=settings.run_retention_s, conversation_ttl_s=settings.conversation_ttl_s
         )
         # Conversation memory, shared by every worker: any of them can continue any conversation.
         memory = contextlib.AsyncExitStack()
         checkpointer = await memory.enter_async_context(open_checkpointer(settings))
+        retriever = build_retriever(settings)
         graph = build_graph(
             build_llm(settings),
-            build_retriever(settings),
+            retriever,
             k=settings.retrieval_k,
             checkpointer=checkpointer,
             history_budget_chars=settings.history_budget_chars,
@@ -105,6 +115,10 @@ class WorkerRuntime:
             runs=runs,
             capacity=capacity,
             appender=Appender(store),
+            tiers=tiers,
+            answers=AnswerCache(settings, redis, keys, metrics, corpus=corpus_version(retriever)),
+            billing=Billing(UsageLedger(redis, keys), tiers, metrics),
+            metrics=metrics,
         )
         runtime._memory = memory
         runtime._slots = asyncio.Semaphore(capacity.limit)

@@ -48,7 +48,7 @@ async def sweep_orphans(rt: WorkerRuntime) -> int:
         )
         if outcome in ("retry", "resend"):
             log.warning("run %s: %s; %s", run_id, reason, "retrying" if outcome == "retry" else "re-sending")
-            await rt.runs.enqueue(run_id)
+            await rt.runs.enqueue(run_id, tier=await rt.store.tier_of(run_id))  # back to its tier's queue
             rt.metrics.requeued.labels(outcome).inc()
         elif outcome == "failed":
             log.error("run %s: %s, and out of attempts; failed", run_id, reason)
@@ -69,7 +69,7 @@ async def hand_back(rt: WorkerRuntime) -> None:
                 reason="worker_shutdown",
             )
             if outcome in ("retry", "resend"):
-                await rt.runs.enqueue(run_id)
+                await rt.runs.enqueue(run_id, tier=await rt.store.tier_of(run_id))
                 rt.metrics.requeued.labels("hand_back").inc()
             elif outcome == "failed":
                 rt.metrics.run_failed(ErrorCode.WORKER_LOST)

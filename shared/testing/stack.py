@@ -119,6 +119,9 @@ class Stack:
                 "CHATGW_REDIS_URL": self.redis_url,
                 "CHATGW_KEY_PREFIX": self.prefix,
                 "CHATGW_OFFLINE_TOKEN_DELAY_MS": "5",
+                # Tests and benchmarks ask the same questions again and expect the model to answer;
+                # the answer cache is tested with it on (tests/integration/test_answer_cache.py).
+                "CHATGW_CACHE": "off",
                 "CHATGW_LOG_LEVEL": "info",
                 # Per-stack files: tests never share conversation memory or an index by accident.
                 "CHATGW_CHECKPOINT_PATH": str(self.log_dir / "checkpoints.sqlite"),

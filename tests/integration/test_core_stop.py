@@ -65,7 +65,7 @@ async def test_stop_of_a_queued_run_is_never_executed(bare_stack: Stack, redis: 
         accepted = await conn.chat("Nobody will answer this")
         run_id = accepted["run_id"]
         meta = f"{prefix}:run:{run_id}"
-        queue = f"{prefix}:dramatiq:chat-runs"
+        queue = f"{prefix}:dramatiq:chat-runs.free"  # the default tier's queue
         assert await redis.hget(meta, "status") == "queued"
         attempt_before = await redis.hget(meta, "attempt")
 

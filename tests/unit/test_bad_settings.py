@@ -25,6 +25,10 @@ SPECIAL: dict[str, tuple[str, dict[str, str]]] = {
     "embeddings_base_url": ("localhost:11434/v1", {}),
     "database_url": ("mysql://db/chatgw", {}),
     "on_busy_allowed": ("reject,sometimes", {}),
+    "tiers": ("free,Gold Plus", {}),
+    "default_tier": ("gold", {}),
+    "tier_limits": ('{"pro": {"max_runs_per_user": 0}}', {}),
+    "daily_token_budget": ("lots", {}),
     "jwt_algorithms": ("HS999", JWT),
     "jwt_secret": ("short", {**JWT, "CHATGW_JWT_SECRET": "short"}),
     "jwt_public_key_file": ("/no/such/key.pem", {**JWT, "CHATGW_JWT_ALGORITHMS": "RS256"}),
@@ -33,7 +37,7 @@ SPECIAL: dict[str, tuple[str, dict[str, str]]] = {
 # Settings that accept any text: nothing to refuse.
 FREE_TEXT = {
     "jwt_audience", "jwt_issuer", "llm_model", "embeddings_model", "system_prompt", "llm_api_key",
-    "embeddings_api_key",
+    "embeddings_api_key", "jwt_tier_claim",
 }  # fmt: skip
 
 

@@ -92,6 +92,16 @@ class FaissRetriever:
         rows: list[ChunkRow] = [snapshot.rows[i] for i in fused[:k]]
         return [Source(id=row.source_id, title=row.title, snippet=row.text) for row in rows]
 
+    async def generation(self) -> str:
+        """The index generation queries are answered from, after picking up a newer one published on
+        disk (a ``stat``; a reload only after an ingest). The answer cache keys answers by it, so
+        answers given from an older generation stop matching once this worker moved on."""
+        await self._maybe_reload(force=True)
+        if self.snapshot is None:
+            return "empty"
+        manifest = self.snapshot.manifest
+        return f"{manifest.version}:{manifest.updated_at!r}:{manifest.embedder}"
+
     # ------------------------------------------------------------ reloading
 
     def _stat(self) -> _Stamp:
@@ -123,9 +133,9 @@ class FaissRetriever:
             )
         self.snapshot, self._stamp = snapshot, stamp
 
-    async def _maybe_reload(self) -> None:
+    async def _maybe_reload(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._checked_at < self.check_interval_s:
+        if not force and now - self._checked_at < self.check_interval_s:
             return
         self._checked_at = now
         stamp = self._stat()

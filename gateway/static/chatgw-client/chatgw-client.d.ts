@@ -66,6 +66,8 @@ export interface ErrorFrame {
   code: string;
   message: string;
   retry_after_ms?: number | null;
+  /** On budget_exceeded: Unix time (s) of the next UTC midnight, when the daily budget resets. */
+  resets_at?: number | null;
 }
 
 export interface Source {
@@ -77,6 +79,8 @@ export interface Source {
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
+  /** false on a cached answer: the original run's usage, not billed again. */
+  billed?: boolean;
 }
 
 export interface ErrorInfo {
@@ -130,6 +134,8 @@ export interface RunCompleted {
   content: string;
   usage?: Usage | null;
   truncated?: boolean;
+  /** The answer came from the answer cache (docs/tiers.md), not the model. */
+  cached?: boolean;
 }
 
 export interface RunStopped {
