@@ -11,19 +11,12 @@ Clocks: the scripts read Redis's ``TIME``, never a gateway's, so replicas need n
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
-
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.socket_slots import GATEWAY_LEASE_S, SocketSlots
-from shared.errors import ErrorCode, LimitExceeded, StoreUnavailable
+from shared.errors import ErrorCode, LimitExceeded
 from shared.keys import Keys
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from shared.store_errors import translate_redis_errors
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -55,17 +48,6 @@ return 0
 )
 
 
-def _translate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-
-    wrapper.__name__ = fn.__name__
-    return wrapper
-
-
 class Limits:
     def __init__(
         self,
@@ -84,7 +66,7 @@ class Limits:
         self._rate = redis.register_script(RATE_SCRIPT)
         self.sockets = SocketSlots(redis, keys, max_sockets=max_sockets, lease_s=socket_lease_s)
 
-    @_translate
+    @translate_redis_errors
     async def take_chat(self, user: str, *, per_minute: int | None = None, burst: int | None = None) -> None:
         """Spend one chat token of ``user`` or raise LimitExceeded(rate_limited, retry_after_ms).
         ``per_minute``/``burst``: the user's tier's rate, when it has its own (docs/tiers.md)."""

@@ -8,12 +8,10 @@ Redis errors are translated to :class:`shared.errors.StoreUnavailable` here.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,9 +30,7 @@ from shared.errors import (
 from shared.keys import Keys
 from shared.protocol import EVENT_STATUS, TERMINAL_STATUSES, event_body
 from shared.redis_packed import PackedConnection, pack
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from shared.store_errors import translate_redis_errors
 
 # Shared by every script that may append. K = {meta, log, channel, conv, leases} (key names).
 # Returns the new seq, or a negative refusal: -1 unknown run, -2 already terminal, -3 stale attempt.
@@ -297,17 +293,6 @@ class RunMeta:
         return self.status in TERMINAL_STATUSES
 
 
-def _translate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-
-    return wrapper
-
-
 class RunStore:
     """Async access to runs. The Redis client (``decode_responses=True``) is created by the caller."""
 
@@ -334,7 +319,7 @@ class RunStore:
             k.leases(),
         ]
 
-    @_translate
+    @translate_redis_errors
     async def create_run(
         self,
         *,
@@ -396,12 +381,12 @@ class RunStore:
             )
         return Created(run_id, conversation_id, queued=result == "waiting", duplicate=False)
 
-    @_translate
+    @translate_redis_errors
     async def active_run(self, conversation_id: str) -> str | None:
         found = await self.redis.hget(self.keys.conversation(conversation_id), "active_run")
         return None if found is None else str(found)
 
-    @_translate
+    @translate_redis_errors
     async def claim(self, run_id: str, worker_id: str, *, lease_s: float) -> Claim | RunWaiting | None:
         """Move a queued run to running under a lease; RUN_WAITING when it waits behind another run
         of its conversation; None when there is nothing to run (stopped, finished, or taken)."""
@@ -426,7 +411,7 @@ class RunStore:
             first_turn=first_turn == "1",
         )
 
-    @_translate
+    @translate_redis_errors
     async def append(
         self,
         run_id: str,
@@ -516,7 +501,7 @@ class RunStore:
         if self._packed is not None:
             await self._packed.close()
 
-    @_translate
+    @translate_redis_errors
     async def renew_leases(self, attempts: dict[str, int], *, lease_s: float) -> dict[str, bool]:
         """Extend the leases of many runs in one round trip; False for a run no longer ours."""
         deadline = repr(time.time() + lease_s)
@@ -536,7 +521,7 @@ class RunStore:
             renewed[run_id] = bool(int(result))
         return renewed
 
-    @_translate
+    @translate_redis_errors
     async def request_stop(self, run_id: str, user: str) -> str:
         """Stop a run on behalf of ``user``. Returns 'stopping' or the terminal status; RunNotFound."""
         meta = await self.get_meta(run_id)
@@ -553,7 +538,7 @@ class RunStore:
             raise RunNotFound(f"run {run_id} not found")
         return result
 
-    @_translate
+    @translate_redis_errors
     async def renew_lease(self, run_id: str, attempt: int, *, lease_s: float) -> bool:
         """Extend this attempt's lease; False when the run is no longer this attempt's to run."""
         result = await self._renew(
@@ -562,7 +547,7 @@ class RunStore:
         )
         return bool(int(result))
 
-    @_translate
+    @translate_redis_errors
     async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
         """Runs whose lease ran out, with the Unix time it ran out at."""
         found = await self.redis.zrangebyscore(
@@ -571,7 +556,7 @@ class RunStore:
         pairs = cast(list[tuple[str, float]], found)
         return [(str(run_id), float(deadline)) for run_id, deadline in pairs]
 
-    @_translate
+    @translate_redis_errors
     async def requeue(
         self,
         run_id: str,
@@ -623,7 +608,7 @@ class RunStore:
             )
         )
 
-    @_translate
+    @translate_redis_errors
     async def get_meta(self, run_id: str) -> RunMeta | None:
         raw = await self.redis.hgetall(self.keys.run(run_id))
         fields = {str(k): str(v) for k, v in (raw or {}).items()}
@@ -642,12 +627,12 @@ class RunStore:
             tier=fields.get("tier", ""),
         )
 
-    @_translate
+    @translate_redis_errors
     async def tier_of(self, run_id: str) -> str:
         """The tier a run was created under ('' when unknown): its queue when it is sent again."""
         return str(await self.redis.hget(self.keys.run(run_id), "tier") or "")
 
-    @_translate
+    @translate_redis_errors
     async def read_log(self, run_id: str, after_seq: int, count: int | None = None) -> list[tuple[int, str]]:
         """Events with seq > after_seq, in order, as (seq, raw JSON)."""
         entries = await self.redis.xrange(
@@ -658,6 +643,6 @@ class RunStore:
             out.append((int(str(entry_id).split("-", 1)[0]), str((fields or {})["e"])))
         return out
 
-    @_translate
+    @translate_redis_errors
     async def stop_requested(self, run_id: str) -> bool:
         return bool(await self.redis.hget(self.keys.run(run_id), "stop_requested") == "1")

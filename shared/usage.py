@@ -8,21 +8,14 @@ script), so replicas whose clocks disagree still agree on when a day ends. One h
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.errors import BudgetExceeded, StoreUnavailable
+from shared.errors import BudgetExceeded
 from shared.keys import Keys
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from shared.store_errors import translate_redis_errors
 
 DAY_S = 86_400
 KEEP_AFTER_DAY_S = 3600  # a count outlives its day a little: a late add must not resurrect it at 0
@@ -57,23 +50,12 @@ def midnight_iso(resets_at: int) -> str:
     return datetime.fromtimestamp(resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _translate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-
-    return wrapper
-
-
 class UsageLedger:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._keys = keys
         self._script = redis.register_script(USAGE_SCRIPT)
 
-    @_translate
+    @translate_redis_errors
     async def add(self, user: str, tokens: int) -> DailyUsage:
         """Bill ``tokens`` to ``user`` today; returns the day's total."""
         tokens_today, resets_at = await self._script(
