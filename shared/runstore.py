@@ -539,15 +539,6 @@ class RunStore:
         return result
 
     @translate_redis_errors
-    async def renew_lease(self, run_id: str, attempt: int, *, lease_s: float) -> bool:
-        """Extend this attempt's lease; False when the run is no longer this attempt's to run."""
-        result = await self._renew(
-            keys=[self.keys.run(run_id), self.keys.leases()],
-            args=[run_id, attempt, repr(time.time() + lease_s)],
-        )
-        return bool(int(result))
-
-    @translate_redis_errors
     async def expired_leases(self, limit: int = 100) -> list[tuple[str, float]]:
         """Runs whose lease ran out, with the Unix time it ran out at."""
         found = await self.redis.zrangebyscore(
