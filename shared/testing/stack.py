@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -94,11 +95,17 @@ class Gateway(Proc):
         return f"http://127.0.0.1:{self.port}"
 
     def ready(self) -> bool:
+        return self.readyz_status(timeout_s=1) == 200
+
+    def readyz_status(self, timeout_s: float = 2) -> int:
+        """/readyz's HTTP status (200 ready, 503 not); 0 when the gateway does not answer."""
         try:
-            with urllib.request.urlopen(f"{self.http}/readyz", timeout=1) as response:
-                return bool(response.status == 200)
+            with urllib.request.urlopen(f"{self.http}/readyz", timeout=timeout_s) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
         except OSError:
-            return False
+            return 0
 
 
 class Stack:

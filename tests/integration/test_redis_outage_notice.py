@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from cli.embedded_redis import EmbeddedRedis
@@ -18,16 +16,6 @@ from shared.testing.stack import Stack, wait_for
 
 NOTICE_WITHIN_S = 5.0
 SLACK_S = 1.5  # a loaded test machine; the real figure is in docs/guarantees.md
-
-
-def ready_status(http: str) -> int:
-    try:
-        with urllib.request.urlopen(f"{http}/readyz", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 async def test_sockets_hear_of_a_redis_outage_and_resume_after_it(tmp_path: Path) -> None:
@@ -72,10 +60,10 @@ async def test_sockets_hear_of_a_redis_outage_and_resume_after_it(tmp_path: Path
                 assert code == CloseCode.TRY_AGAIN_LATER
                 assert carol.replies.get_nowait()["code"] == ErrorCode.UNAVAILABLE
             assert time.monotonic() - opened < 3
-            assert ready_status(gateway.http) == 503
+            assert gateway.readyz_status() == 503
 
             redis = EmbeddedRedis(port=redis.port, appendonly=True, data_dir=data).start()
-            wait_for(lambda: ready_status(gateway.http) == 200, 30, what="/readyz to recover")
+            wait_for(lambda: gateway.readyz_status() == 200, 30, what="/readyz to recover")
             run = await client.wait(run_id, timeout=90)
             assert_run_invariants(run.events)
             assert run.terminal is not None and run.terminal["type"] == "run.completed", run.terminal

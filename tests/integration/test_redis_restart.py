@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from cli.embedded_redis import EmbeddedRedis
 from client import ResilientClient
 from shared.testing.invariants import assert_run_invariants
 from shared.testing.stack import Stack, wait_for
-
-
-def _ready_status(http: str) -> int:
-    try:
-        with urllib.request.urlopen(f"{http}/readyz", timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 async def test_redis_restart_with_aof(tmp_path: Path) -> None:
@@ -42,10 +30,10 @@ async def test_redis_restart_with_aof(tmp_path: Path) -> None:
             while sum(e["type"] == "token" for e in client.follow(run_id).events) < 3:
                 await asyncio.sleep(0.02)
             redis.kill()
-            wait_for(lambda: _ready_status(gateway.http) == 503, 15, what="/readyz to report not ready")
+            wait_for(lambda: gateway.readyz_status() == 503, 15, what="/readyz to report not ready")
             await asyncio.sleep(1.0)  # a real outage, longer than a blip
             redis = EmbeddedRedis(port=redis.port, appendonly=True, data_dir=data).start()
-            wait_for(lambda: _ready_status(gateway.http) == 200, 30, what="/readyz to recover")
+            wait_for(lambda: gateway.readyz_status() == 200, 30, what="/readyz to recover")
             run = await client.wait(run_id, timeout=60)
             assert_run_invariants(run.events)
             assert run.terminal is not None
